@@ -1,0 +1,83 @@
+"""Boards are data: one TOML file per board in boards/. Adding a board is adding a file; no code switches on names.
+
+Keys every board file has (see boards/README.md for the full list and meaning):
+  name, description, mcu, core, arch, clock_hz, flash_bytes, ram_bytes, psram_bytes,
+  project (which project template family), runtime_flash_bytes (code estimate outside the model, per backend),
+  [flash] default_runner, runners, [serial] baud; emulated boards add [emulator]; Arm boards add [toolchain].
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.resources import boards_dir
+
+REQUIRED = ("name", "description", "mcu", "core", "arch", "clock_hz", "flash_bytes", "ram_bytes", "project")
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    mcu: str
+    core: str
+    arch: str  # "arm", "xtensa", "riscv", "host"
+    clock_hz: int
+    flash_bytes: int
+    ram_bytes: int  # internal SRAM usable by the application's data, stack and arena
+    project: str  # project template family: esp-idf, cmake-arm, arduino, pico-sdk, qemu, host
+    psram_bytes: int = 0
+    runtime_flash_bytes: dict = field(default_factory=dict)  # backend -> estimated code bytes besides the model
+    flash: dict = field(default_factory=dict)  # default_runner, runners, and per-runner settings
+    serial: dict = field(default_factory=dict)  # baud, ...
+    emulator: dict = field(default_factory=dict)  # qemu machine, memory map, uart (emulated boards only)
+    toolchain: dict = field(default_factory=dict)  # compiler flags (cpu, fpu, float-abi) for generated builds
+    data: dict = field(default_factory=dict, repr=False)  # the whole file, for template-specific keys
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.emulator)
+
+    @property
+    def default_runner(self) -> str | None:
+        return self.flash.get("default_runner")
+
+    def runtime_flash_estimate(self, backend: str) -> int:
+        return int(self.runtime_flash_bytes.get(backend, 0))
+
+    def to_dict(self) -> dict:
+        return dict(self.data)
+
+
+def _board_from_file(path: Path) -> Board:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise EdgekitError(f"board file {path.name} is not valid TOML: {error}") from None
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:
+        raise EdgekitError(f"board file {path.name} lacks {', '.join(missing)}; see boards/README.md")
+    known = {f for f in Board.__dataclass_fields__ if f != "data"}
+    return Board(**{k: v for k, v in data.items() if k in known}, data=data)
+
+
+@cache
+def all_boards() -> dict[str, Board]:
+    boards = {}
+    for path in sorted(boards_dir().glob("*.toml")):
+        board = _board_from_file(path)
+        if board.name != path.stem:
+            raise EdgekitError(f"board file {path.name} names itself '{board.name}'; the name must match the file")
+        boards[board.name] = board
+    return boards
+
+
+def load_board(name: str) -> Board:
+    boards = all_boards()
+    if name not in boards:
+        raise EdgekitError(f"unknown board '{name}'; expected one of: {', '.join(boards)}")
+    return boards[name]

@@ -1,0 +1,99 @@
+"""What every code generator shares: the Jinja environment, safe C names, C arrays (atomic output folders come from edgekit.fileio).
+
+Generated files must be stable (same input, byte-identical output) and nothing that comes from a model file or
+the user may inject text into them: names go through `c_identifier`, free text through `c_comment`/`c_string`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import cache
+
+from edgekit.fileio import atomic_output_dir, atomic_write_bytes  # noqa: F401  (re-exported for generators)
+from edgekit.resources import templates_dir
+
+C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline int long "
+    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
+    "_Bool _Complex _Imaginary bool true false NULL main asm class new delete namespace template this operator "
+    "private public protected virtual friend try catch throw typename using".split()
+)
+
+
+def c_identifier(text: str, prefix: str = "m") -> str:
+    """A valid, non-reserved C identifier from any text: unicode folded to ASCII, the rest replaced by '_'."""
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^0-9A-Za-z_]", "_", ascii_text)
+    name = re.sub(r"_+", "_", name).strip("_")
+    if not name:
+        name = prefix
+    if name[0].isdigit():
+        name = f"{prefix}_{name}"
+    if name in C_KEYWORDS or name.startswith("__"):
+        name = f"{prefix}_{name}"
+    return name[:63]
+
+
+def safe_file_stem(text: str) -> str:
+    """A portable file name stem (no path separators, no leading dot)."""
+    return c_identifier(text, prefix="model").lower()
+
+
+def c_string(text: str) -> str:
+    """A C string literal whose content is printable ASCII, with quotes and backslashes escaped."""
+    out = []
+    for ch in str(text):
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 32 <= ord(ch) < 127 and ch != "?":  # '?' avoided: trigraphs
+            out.append(ch)
+        else:
+            out.append("_")
+    return '"' + "".join(out) + '"'
+
+
+def c_comment(text: str) -> str:
+    """Text safe inside a /* */ or // comment: one line, printable ASCII, no comment terminators."""
+    cleaned = "".join(ch if 32 <= ord(ch) < 127 else "_" for ch in str(text))
+    return cleaned.replace("*/", "*_/").replace("/*", "/_*").replace("\\", "/")
+
+
+def c_bytes(data: bytes, per_line: int = 16, indent: str = "  ") -> str:
+    """Bytes as the body of a C array initializer: hex, `per_line` to a line."""
+    lines = []
+    for start in range(0, len(data), per_line):
+        chunk = data[start:start + per_line]
+        lines.append(indent + ", ".join(f"0x{b:02x}" for b in chunk) + ",")
+    return "\n".join(lines)
+
+
+def c_ints(values, per_line: int = 16, indent: str = "  ") -> str:
+    """Integers as the body of a C array initializer."""
+    values = [int(v) for v in values]
+    lines = []
+    for start in range(0, len(values), per_line):
+        lines.append(indent + ", ".join(str(v) for v in values[start:start + per_line]) + ",")
+    return "\n".join(lines)
+
+
+@cache
+def jinja_env():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string in C
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(c_identifier=c_identifier, c_string=c_string, c_comment=c_comment, c_bytes=c_bytes,
+                       c_ints=c_ints)
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Render templates/<template> with StrictUndefined."""
+    return jinja_env().get_template(template).render(**context)

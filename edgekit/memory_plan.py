@@ -1,0 +1,111 @@
+"""Static activation memory plan: every activation tensor gets an offset in one arena, from its lifetime.
+
+The same plan serves `analyze` (its peak is the activation RAM a model needs) and the native backend (its offsets
+are compiled into the C code, and its peak is the arena size). Tensors whose lifetimes do not overlap share bytes.
+
+Placement is greedy by size, largest first, each at the lowest offset where it overlaps no tensor already placed
+that is alive at the same time, the approach of TFLite Micro's GreedyMemoryPlanner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgekit.tflite_model import Graph
+
+ALIGNMENT = 16
+
+# Ops whose output is the input's bytes seen with another shape: the output aliases the input (no copy, no RAM).
+VIEW_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
+
+
+@dataclass
+class Buffer:
+    tensor: int  # index of the tensor that owns the bytes (aliases point at it)
+    size: int
+    first: int  # index of the first operator that writes or reads it (-1: a graph input, alive from the start)
+    last: int  # index of the last operator that reads it (len(ops): a graph output, alive to the end)
+    offset: int = 0
+
+
+@dataclass
+class MemoryPlan:
+    buffers: list[Buffer]
+    aliases: dict[int, int] = field(default_factory=dict)  # view tensor -> tensor whose bytes it uses
+    num_operators: int = 0
+
+    @property
+    def peak_bytes(self) -> int:
+        return max((b.offset + b.size for b in self.buffers), default=0)
+
+    def offset_of(self, tensor: int) -> int:
+        owner = self.aliases.get(tensor, tensor)
+        for b in self.buffers:
+            if b.tensor == owner:
+                return b.offset
+        raise KeyError(f"tensor {tensor} is not an activation of this plan")
+
+    def live_bytes_per_operator(self) -> list[int]:
+        """Bytes alive while each operator runs (what a picture of the plan shows over time)."""
+        return [sum(b.size for b in self.buffers if b.first <= i <= b.last) for i in range(self.num_operators)]
+
+    def to_dict(self) -> dict:
+        return {
+            "peak_bytes": self.peak_bytes,
+            "alignment": ALIGNMENT,
+            "buffers": [{"tensor": b.tensor, "offset": b.offset, "size": b.size, "first_op": b.first,
+                         "last_op": b.last} for b in sorted(self.buffers, key=lambda b: b.offset)],
+            "aliases": {str(k): v for k, v in self.aliases.items()},
+        }
+
+
+def _align(n: int) -> int:
+    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+def place(buffers: list[Buffer]) -> None:
+    """Assign offsets in place: largest first, lowest offset free over the buffer's lifetime."""
+    placed: list[Buffer] = []
+    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.tensor)):
+        overlapping = sorted(
+            (p for p in placed if p.first <= buf.last and buf.first <= p.last), key=lambda p: p.offset
+        )
+        offset = 0
+        for p in overlapping:
+            if offset + buf.size <= p.offset:
+                break
+            offset = max(offset, _align(p.offset + p.size))
+        buf.offset = offset
+        placed.append(buf)
+
+
+def plan_activations(graph: Graph, *, alias_views: bool = True) -> MemoryPlan:
+    """Plan every non-constant tensor of the graph (graph inputs and outputs included)."""
+    n_ops = len(graph.operators)
+    aliases: dict[int, int] = {}
+    if alias_views:
+        for op in graph.operators:
+            if op.opcode in VIEW_OPS and op.inputs and not graph.tensors[op.inputs[0]].is_constant:
+                source = op.inputs[0]
+                aliases[op.outputs[0]] = aliases.get(source, source)
+
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+
+    def touch(tensor: int, when: int) -> None:
+        owner = aliases.get(tensor, tensor)
+        first[owner] = min(first.get(owner, when), when)
+        last[owner] = max(last.get(owner, when), when)
+
+    for i in graph.inputs:
+        touch(i, -1)
+    for op in graph.operators:
+        for t in op.inputs + op.outputs:
+            if t >= 0 and not graph.tensors[t].is_constant:
+                touch(t, op.index)
+    for o in graph.outputs:
+        touch(o, n_ops)
+
+    buffers = [Buffer(tensor=t, size=_align(graph.tensors[t].nbytes), first=first[t], last=last[t]) for t in first]
+    place(buffers)
+    return MemoryPlan(buffers=buffers, aliases=aliases, num_operators=n_ops)
