@@ -3,6 +3,7 @@
 Keys every board file has (see boards/README.md for the full list and meaning):
   name, description, mcu, core, arch, clock_hz, flash_bytes, ram_bytes, psram_bytes,
   project (which project template family), runtime_flash_bytes (code estimate outside the model, per backend),
+  runtime_ram_bytes (RAM estimate outside the arena: stack, protocol buffers, interpreter objects, per backend),
   [flash] default_runner, runners, [serial] baud; emulated boards add [emulator]; Arm boards add [toolchain].
 """
 
@@ -32,6 +33,7 @@ class Board:
     project: str  # project template family: esp-idf, cmake-arm, arduino, pico-sdk, qemu, host
     psram_bytes: int = 0
     runtime_flash_bytes: dict = field(default_factory=dict)  # backend -> estimated code bytes besides the model
+    runtime_ram_bytes: dict = field(default_factory=dict)  # backend -> estimated RAM besides the arena (stack, app)
     flash: dict = field(default_factory=dict)  # default_runner, runners, and per-runner settings
     serial: dict = field(default_factory=dict)  # baud, ...
     emulator: dict = field(default_factory=dict)  # qemu machine, memory map, uart (emulated boards only)
@@ -48,6 +50,9 @@ class Board:
 
     def runtime_flash_estimate(self, backend: str) -> int:
         return int(self.runtime_flash_bytes.get(backend, 0))
+
+    def runtime_ram_estimate(self, backend: str) -> int:
+        return int(self.runtime_ram_bytes.get(backend, 0))
 
     def to_dict(self) -> dict:
         return dict(self.data)

@@ -1,0 +1,299 @@
+"""What a .tflite model costs on a microcontroller: work (MACs), parameters, RAM and flash, and whether it fits.
+
+RAM comes from two places, both reported because they answer different questions:
+- the lifetime-based activation plan of edgekit.memory_plan (what the native backend's arena is, and the floor
+  for any runtime), and
+- the arena TFLite Micro really allocates for the model, measured by running its host interpreter
+  (edgekit.reference.tflm_arena_usage), corrected from the 64-bit host to a 32-bit target (see ARENA_32BIT).
+
+MACs count multiply-accumulates of the layers that do them (convolutions, depthwise, fully connected, batch
+matmul); everything else (pooling, add, softmax...) is counted separately as "other ops", one per element touched.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edgekit.errors import EdgekitError
+from edgekit.memory_plan import VIEW_OPS, plan_activations
+from edgekit.tflite_model import Graph
+
+BACKENDS = ("tflm", "native")
+
+# Ops whose cost is multiply-accumulates; their int32 constant inputs are biases, i.e. parameters.
+MAC_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
+                     "BATCH_MATMUL"})
+
+# Ops that only move or reinterpret bytes: no arithmetic at all.
+MOVE_OPS = VIEW_OPS | frozenset({"TRANSPOSE", "CONCATENATION", "PAD", "PADV2", "SLICE", "STRIDED_SLICE", "SPLIT",
+                                 "SPLIT_V", "PACK", "UNPACK", "GATHER", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+                                 "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "BROADCAST_TO", "SHAPE"})
+
+# 64-bit host -> 32-bit target: each category of TFLite Micro's persistent ('tail') allocations is multiplied by
+# the ratio of its structure's size on a 32-bit target to its size on the 64-bit host. Sizes follow the structs
+# TFLite Micro allocates per item (TF_LITE_STATIC_MEMORY layout):
+#   TfLiteEvalTensor        data*, dims*, type                         24 -> 12 bytes  (one per tensor)
+#   TfLiteTensor            type, data*, dims*, params, alloc, size_t
+#                           bytes, quantization {type, params*}        64 -> 36 bytes  (graph inputs/outputs)
+#   quantization data       TfLiteAffineQuantization {scale*, zp*,
+#                           dim} + a one-entry zero-point array         32 -> 20 bytes
+#   NodeAndRegistration     TfLiteNode (6 pointers + int) + registration* 64 -> 32 bytes (one per operator)
+# 'Persistent buffer data' (kernels' op data: mostly int32 per-channel multipliers and shifts) and the
+# uncategorised rest of the tail are kept as measured, so the estimate errs on the safe (large) side.
+# The head (the activation plan) is the same on both: same tensor sizes, same 16-byte alignment.
+ARENA_32BIT = {
+    "TfLiteEvalTensor data": 12 / 24,
+    "Persistent TfLiteTensor data": 36 / 64,
+    "Persistent TfLiteTensor quantization data": 20 / 32,
+    "NodeAndRegistration struct": 32 / 64,
+}
+
+
+def _size(shape) -> int:
+    return int(math.prod(max(int(d), 1) for d in shape)) if shape else 1
+
+
+def _layer_macs(graph: Graph, op) -> int:
+    """Multiply-accumulates of one MAC layer, from its output and weight shapes."""
+    t = graph.tensors
+    out = _size(t[op.outputs[0]].shape)
+    if op.opcode == "CONV_2D":
+        _, kh, kw, cin = t[op.inputs[1]].shape  # filter [OC, KH, KW, IC per group]
+        return out * kh * kw * cin
+    if op.opcode == "DEPTHWISE_CONV_2D":
+        _, kh, kw, _ = t[op.inputs[1]].shape  # filter [1, KH, KW, OC]
+        return out * kh * kw
+    if op.opcode == "FULLY_CONNECTED":
+        return out * t[op.inputs[1]].shape[-1]  # weights [OUT, IN]: every output sums IN products
+    if op.opcode == "TRANSPOSE_CONV":
+        oc, kh, kw, _ = t[op.inputs[1]].shape  # inputs: output_shape, filter [OC, KH, KW, IC], input
+        return _size(t[op.inputs[2]].shape) * kh * kw * oc
+    if op.opcode == "CONV_3D":
+        kd, kh, kw, cin, _ = t[op.inputs[1]].shape  # filter [KD, KH, KW, IC, OC]
+        return out * kd * kh * kw * cin
+    if op.opcode == "BATCH_MATMUL":
+        shape = t[op.inputs[0]].shape
+        depth = shape[-2] if op.options.get("adj_x") else shape[-1]
+        return out * depth
+    return 0
+
+
+def _layer_other_ops(graph: Graph, op) -> int:
+    """Work of a layer that is not a MAC: one operation per element read by the window or element-wise op."""
+    if op.opcode in MAC_OPS or op.opcode in MOVE_OPS:
+        return 0
+    out = sum(_size(graph.tensors[o].shape) for o in op.outputs)
+    if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
+        return out * int(op.options.get("filter_height", 1)) * int(op.options.get("filter_width", 1))
+    if op.opcode in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
+        return _size(graph.tensors[op.inputs[0]].shape)
+    return out
+
+
+def _is_parameter(graph: Graph, op, tensor: int) -> bool:
+    """Constant inputs are parameters, except int32/int64 shapes and axes given to ops that are not MAC layers."""
+    t = graph.tensors[tensor]
+    if not t.is_constant:
+        return False
+    return op.opcode in MAC_OPS or t.dtype not in ("int32", "int64")
+
+
+def layers(graph: Graph, plan=None) -> list[dict]:
+    """One row per operator: op, output shape, parameters, MACs, other ops, activation bytes."""
+    plan = plan or plan_activations(graph)
+    live = plan.live_bytes_per_operator()
+    rows = []
+    for op in graph.operators:
+        constant_inputs = [i for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)]
+        outputs = [graph.tensors[o] for o in op.outputs]
+        rows.append({
+            "index": op.index,
+            "op": op.display_name,
+            "output_shape": list(outputs[0].shape) if outputs else [],
+            "params": sum(graph.tensors[i].size for i in constant_inputs),
+            "weights_bytes": sum(graph.tensors[i].nbytes for i in constant_inputs),
+            "macs": _layer_macs(graph, op) if op.opcode in MAC_OPS else 0,
+            "other_ops": _layer_other_ops(graph, op),
+            "activation_bytes": 0 if op.opcode in VIEW_OPS else sum(t.nbytes for t in outputs),
+            "live_bytes": live[op.index],
+        })
+    return rows
+
+
+def tflm_arena(graph: Graph) -> dict:
+    """The arena TFLite Micro allocates for this model on the host, and the estimate for a 32-bit target."""
+    from edgekit.reference import tflm_arena_usage
+
+    usage = tflm_arena_usage(graph.model_bytes)
+    saved = sum(round(usage.categories.get(name, 0) * (1 - ratio)) for name, ratio in ARENA_32BIT.items())
+    return {
+        "total_bytes": usage.total_bytes,
+        "head_bytes": usage.head_bytes,
+        "tail_bytes": usage.tail_bytes,
+        "categories": usage.categories,
+        "total_bytes_32bit": usage.total_bytes - saved,
+        "tail_bytes_32bit": usage.tail_bytes - saved,
+    }
+
+
+def _board_limits(board) -> tuple[int, int]:
+    """RAM and flash the application may use: the app partition when the board has one (ESP-IDF), not the chip."""
+    flash = int(board.flash.get("app_partition_bytes", board.flash_bytes))
+    return int(board.ram_bytes), flash
+
+
+def _budget(needed: int | None, available: int) -> dict:
+    if needed is None:
+        return {"needed_bytes": None, "available_bytes": available, "margin_bytes": None, "margin_percent": None,
+                "fits": None}
+    margin = available - needed
+    return {"needed_bytes": needed, "available_bytes": available, "margin_bytes": margin,
+            "margin_percent": round(100.0 * margin / available, 1) if available else None, "fits": margin >= 0}
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def _suggestions(graph: Graph, report: dict, board, ram: dict, flash: dict) -> list[str]:
+    """What would make a model that does not fit fit, most effective first."""
+    tips = []
+    backend = report["backend"]
+    other = "native" if backend == "tflm" else "tflm"
+    other_ram = report["ram_needed_bytes_by_backend"][other]
+    other_flash = report["flash_bytes_by_backend"][other]
+    ram_avail, flash_avail = ram["available_bytes"], flash["available_bytes"]
+    if ram["fits"] is False:
+        short = -ram["margin_bytes"]
+        arena = report["ram_breakdown"]["arena_bytes"]
+        if board.psram_bytes and arena <= board.psram_bytes:
+            tips.append(f"RAM is {_kib(short)} short: put the arena ({_kib(arena)}) in the board's PSRAM "
+                        f"({_kib(board.psram_bytes)}), slower but large enough")
+        if other_ram is not None and other_ram <= ram_avail and (other_flash or 0) <= flash_avail:
+            tips.append(f"the {other} backend needs {_kib(other_ram)} of RAM, which fits (--backend {other})")
+        fixed = ram["needed_bytes"] - report["peak_activation_bytes"]
+        allowed = ram_avail - fixed
+        peak = report["peak_activation_bytes"]
+        inputs = graph.input_tensors()
+        if allowed > 0 and peak and inputs and len(inputs[0].shape) == 4:
+            ratio = allowed / peak  # activations of a convolutional net scale with the input's area
+            _, h, w, c = inputs[0].shape
+            side = math.sqrt(ratio)
+            if int(h * side) >= 1 and int(w * side) >= 1:
+                tips.append(f"activations are {_kib(peak)}; a smaller input of about {int(h * side)}x{int(w * side)}"
+                            f"x{c} instead of {h}x{w}x{c} would bring them under {_kib(allowed)}")
+        if allowed > 0 and peak:
+            tips.append(f"or make the widest layers about {100 * (1 - allowed / peak):.0f}% narrower "
+                        f"(structured pruning of channels, `edgekit optimize`)")
+        elif allowed <= 0:
+            tips.append(f"even without activations the runtime needs {_kib(fixed)}, more than the board's RAM")
+    if flash["fits"] is False:
+        short = -flash["margin_bytes"]
+        weights = report["weights_bytes"]
+        if other_flash is not None and other_flash <= flash_avail and (other_ram or 0) <= ram_avail:
+            tips.append(f"the {other} backend needs {_kib(other_flash)} of flash, which fits (--backend {other})")
+        if weights and short < weights:
+            tips.append(f"flash is {_kib(short)} short: prune at least {math.ceil(100 * short / weights)}% of the "
+                        f"{_kib(weights)} of weights (structured pruning, `edgekit optimize`)")
+        elif weights:
+            tips.append(f"flash is {_kib(short)} short, more than all the weights ({_kib(weights)}): "
+                        f"the runtime alone is too large for this board")
+    return tips
+
+
+def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
+    """The full report (the same dict `edgekit analyze --json` prints). `board` is a Board or None."""
+    if backend not in BACKENDS:
+        raise EdgekitError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
+    notes = []
+    if graph.num_subgraphs > 1:
+        notes.append(f"the model has {graph.num_subgraphs} subgraphs; only the main one is analysed")
+    int8 = graph.is_fully_int8
+    if not int8:
+        dtypes = sorted({t.dtype for t in graph.input_tensors()})
+        notes.append(f"not a fully int8 model ({'/'.join(dtypes)} input): the TFLite Micro arena is the one of "
+                     f"this {'float' if any(d.startswith('float') for d in dtypes) else 'mixed'} model; "
+                     f"quantize it (`edgekit quantize`) for the int8 figures")
+
+    plan = plan_activations(graph)
+    rows = layers(graph, plan)
+    constants = [t for t in graph.tensors if t.is_constant]
+    weights_bytes = sum(t.nbytes for t in constants)
+    parameter_tensors = {i for op in graph.operators for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)}
+    params = sum(graph.tensors[i].size for i in parameter_tensors)
+
+    try:
+        arena = tflm_arena(graph)
+    except EdgekitError as error:
+        arena = None
+        notes.append(str(error))
+
+    target_64bit = board is not None and board.arch == "host"
+    tflm_arena_target = None
+    if arena is not None:
+        tflm_arena_target = arena["total_bytes"] if target_64bit else arena["total_bytes_32bit"]
+    ram_runtime = {b: board.runtime_ram_estimate(b) if board is not None else 0 for b in BACKENDS}
+    flash_runtime = {b: board.runtime_flash_estimate(b) if board is not None else 0 for b in BACKENDS}
+    arena_by_backend = {"tflm": tflm_arena_target, "native": plan.peak_bytes}
+    ram_by_backend = {b: None if arena_by_backend[b] is None else arena_by_backend[b] + ram_runtime[b]
+                      for b in BACKENDS}
+    # TFLite Micro reads the flatbuffer itself; the native backend compiles only the constant tensors into C.
+    flash_by_backend = {"tflm": len(graph.model_bytes) + flash_runtime["tflm"],
+                        "native": weights_bytes + flash_runtime["native"]}
+
+    report = {
+        "model": graph.name,
+        "sha256": graph.sha256,
+        "int8": int8,
+        "backend": backend,
+        "inputs": [_tensor_info(t) for t in graph.input_tensors()],
+        "outputs": [_tensor_info(t) for t in graph.output_tensors()],
+        "ops": graph.opcodes,
+        "num_layers": len(graph.operators),
+        "macs": sum(r["macs"] for r in rows),
+        "other_ops": sum(r["other_ops"] for r in rows),
+        "params": params,
+        "weights_bytes": weights_bytes,
+        "model_bytes": len(graph.model_bytes),
+        "peak_activation_bytes": plan.peak_bytes,
+        "tflm_arena_bytes": arena["total_bytes"] if arena else None,
+        "tflm_arena_bytes_32bit": arena["total_bytes_32bit"] if arena else None,
+        "tflm_arena": arena,
+        "ram_bytes": ram_by_backend[backend],
+        "ram_breakdown": {"arena_bytes": arena_by_backend[backend],
+                          "runtime_bytes": ram_runtime[backend]},
+        "ram_needed_bytes_by_backend": ram_by_backend,
+        "flash_bytes": flash_by_backend[backend],
+        "flash_breakdown": {"model_bytes": len(graph.model_bytes) if backend == "tflm" else weights_bytes,
+                            "runtime_bytes": flash_runtime[backend]},
+        "flash_bytes_by_backend": flash_by_backend,
+        "board": None,
+        "fits": None,
+        "ram": None,
+        "flash": None,
+        "suggestions": [],
+        "notes": notes,
+        "layers": rows,
+        "memory_plan": plan.to_dict(),
+    }
+    if board is not None:
+        ram_avail, flash_avail = _board_limits(board)
+        ram = _budget(ram_by_backend[backend], ram_avail)
+        flash = _budget(flash_by_backend[backend], flash_avail)
+        report["board"] = {"name": board.name, "description": board.description, "core": board.core,
+                           "ram_bytes": ram_avail, "flash_bytes": flash_avail, "psram_bytes": board.psram_bytes}
+        report["ram"], report["flash"] = ram, flash
+        if ram["fits"] is None:  # TFLite Micro could not load the model
+            report["fits"] = False
+            report["suggestions"] = [f"TFLite Micro cannot run this model; the native backend needs "
+                                     f"{_kib(ram_by_backend['native'])} of RAM (--backend native)"]
+        else:
+            report["fits"] = bool(ram["fits"] and flash["fits"])
+            report["suggestions"] = _suggestions(graph, report, board, ram, flash)
+    return report
+
+
+def _tensor_info(t) -> dict:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+            "scale": float(t.scale[0]) if t.scale.size == 1 else None,
+            "zero_point": int(t.zero_point[0]) if t.zero_point.size == 1 else None}
