@@ -158,6 +158,8 @@ def _kib(n: int) -> str:
 def _suggestions(graph: Graph, report: dict, board, ram: dict, flash: dict) -> list[str]:
     """What would make a model that does not fit fit, most effective first."""
     tips = []
+    if not report["int8"] and (ram["fits"] is False or flash["fits"] is False):
+        tips.append("quantize it to int8 first (`edgekit quantize`): weights and activations shrink about 4x")
     backend = report["backend"]
     other = "native" if backend == "tflm" else "tflm"
     other_ram = report["ram_needed_bytes_by_backend"][other]

@@ -1,0 +1,134 @@
+"""Pictures of reports: the memory plan over time and per-layer bars (MACs, time...).
+
+matplotlib is optional and imported only here, inside functions, with the Agg backend (no display needed), so
+commands stay fast and work on headless CI. Figures are written atomically like every other output.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes
+
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or a one-line error saying how to get it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise EdgekitError("--plot needs matplotlib; install it with `pip install matplotlib`") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def check_path(path) -> Path:
+    """Fail before any work when the picture could not be written as asked."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise EdgekitError(f"cannot write a picture to {path.name}; expected a file ending in "
+                           f"{', '.join(FORMATS)}")
+    if path.is_dir():
+        raise EdgekitError(f"{path} is a folder; expected a picture file name")
+    return path
+
+
+def save(figure, path) -> Path:
+    """Render to memory, then write atomically (no half-written picture), and free the figure."""
+    path = check_path(path)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format=FORMATS[path.suffix.lower()], dpi=120, bbox_inches="tight",
+                       metadata={"Software": "edgekit"} if path.suffix.lower() == ".png" else None)
+    finally:
+        pyplot().close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def draw_memory_plan(ax, buffers: list[dict], num_operators: int, peak_bytes: int, *, names=None,
+                     title: str = "Activation memory plan") -> None:
+    """Tensors as rectangles: x spans the operators during which the tensor is alive, y its bytes in the arena.
+
+    `buffers` are dicts with tensor, offset, size, first_op, last_op (MemoryPlan.to_dict()["buffers"]);
+    first_op -1 is a graph input (alive before the first operator), last_op == num_operators a graph output.
+    """
+    from matplotlib.patches import Rectangle
+
+    cmap = pyplot().get_cmap("tab20")
+    largest = sorted(buffers, key=lambda b: -b["size"])[:12]
+    for i, b in enumerate(sorted(buffers, key=lambda b: b["tensor"])):
+        x0, x1 = b["first_op"] - 0.45, b["last_op"] + 0.45
+        ax.add_patch(Rectangle((x0, b["offset"] / 1024), x1 - x0, b["size"] / 1024, facecolor=cmap(i % 20),
+                               edgecolor="black", linewidth=0.5, alpha=0.85))
+        if b in largest and b["size"] >= peak_bytes * 0.08:
+            label = names.get(b["tensor"], f"t{b['tensor']}") if names else f"t{b['tensor']}"
+            label += f"\n{_kib(b['size'])}"
+            ax.text((x0 + x1) / 2, (b["offset"] + b["size"] / 2) / 1024, label, ha="center", va="center",
+                    fontsize=7, clip_on=True)
+    ax.axhline(peak_bytes / 1024, color="crimson", linestyle="--", linewidth=1)
+    ax.text(num_operators + 0.4, peak_bytes / 1024, f" peak {_kib(peak_bytes)}", color="crimson", va="bottom",
+            ha="right", fontsize=8)
+    ax.set_xlim(-1.6, num_operators + 0.6)
+    ax.set_ylim(0, max(peak_bytes, 1) / 1024 * 1.08)
+    ax.set_xlabel("operator index (tensor lifetime; -1 = graph input)")
+    ax.set_ylabel("arena offset (KiB)")
+    ax.set_title(title, loc="left")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def draw_layer_bars(ax, labels: list[str], series: dict[str, list[float]], *, ylabel: str, title: str,
+                    log: bool = False, stacked: bool = False) -> None:
+    """Bars per layer, one colour per series (side by side, or stacked), layers labelled 'index op' along x."""
+    n = len(labels)
+    width = 0.8 if stacked else 0.8 / max(len(series), 1)
+    bottom = [0.0] * n
+    for k, (name, values) in enumerate(series.items()):
+        xs = list(range(n)) if stacked else [i - 0.4 + width * (k + 0.5) for i in range(n)]
+        ax.bar(xs, values, width=width, label=name, bottom=bottom if stacked else None)
+        if stacked:
+            bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(labels, rotation=90, fontsize=7 if n <= 40 else 5)
+    ax.set_xlim(-0.8, n - 0.2)
+    highest = max((max(v, default=0) for v in series.values()), default=0) if not stacked else max(bottom, default=0)
+    if log:
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(0, max(highest, 1) * 3)
+    else:
+        ax.set_ylim(0, max(highest, 1) * 1.08)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left")
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+
+
+def analysis_figure(report: dict, path) -> Path:
+    """The picture of `edgekit analyze --plot`: memory plan on top, per-layer MACs and other ops below."""
+    plt = pyplot()
+    layers = report["layers"]
+    n = len(layers)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(max(8.0, min(0.32 * n + 3, 24.0)), 9),
+                                         gridspec_kw={"height_ratios": [3, 2]})
+    plan = report["memory_plan"]
+    draw_memory_plan(top, plan["buffers"], n, plan["peak_bytes"],
+                     title=f"{report['model']}: activation memory plan (TFLite Micro arena "
+                           f"{_kib(report['tflm_arena_bytes']) if report['tflm_arena_bytes'] else 'n/a'})")
+    top.set_xticks(range(-1, n + 1) if n <= 40 else range(-1, n + 1, 5))
+    draw_layer_bars(bottom, [f"{r['index']} {r['op']}" for r in layers],
+                    {"MACs": [r["macs"] for r in layers], "other ops": [r["other_ops"] for r in layers]},
+                    ylabel="operations (log scale)", log=True, stacked=True,
+                    title=f"per-layer work: {report['macs']:,} MACs, {report['other_ops']:,} other ops")
+    bottom.set_xlim(top.get_xlim())  # layer i sits under operator i of the plan
+    figure.tight_layout()
+    return save(figure, path)
