@@ -12,7 +12,10 @@ matmul); everything else (pooling, add, softmax...) is counted separately as "ot
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 from edgekit.errors import EdgekitError
 from edgekit.memory_plan import VIEW_OPS, plan_activations
@@ -120,20 +123,72 @@ def layers(graph: Graph, plan=None) -> list[dict]:
     return rows
 
 
-def tflm_arena(graph: Graph) -> dict:
-    """The arena TFLite Micro allocates for this model on the host, and the estimate for a 32-bit target."""
+class TflmCrash(EdgekitError):
+    """TFLite Micro died on the model: unlike an op it does not support, this means the file is broken."""
+
+
+_ARENA_CHILD = "from edgekit.analyze import _arena_child; _arena_child()"
+
+
+def _arena_child() -> None:
+    """Child process: model bytes on stdin, ArenaUsage as JSON on stdout, an EdgekitError's line on stderr."""
     from edgekit.reference import tflm_arena_usage
 
-    usage = tflm_arena_usage(graph.model_bytes)
-    saved = sum(round(usage.categories.get(name, 0) * (1 - ratio)) for name, ratio in ARENA_32BIT.items())
+    try:
+        usage = tflm_arena_usage(sys.stdin.buffer.read())
+    except EdgekitError as error:
+        sys.stderr.write(f"{error}\n")
+        sys.exit(1)
+    sys.stdout.write(json.dumps(vars(usage)))
+
+
+def tflm_arena(graph: Graph) -> dict:
+    """The arena TFLite Micro allocates for this model on the host, and the estimate for a 32-bit target.
+
+    TFLite Micro runs in a child process: on a corrupted model its C++ code can crash (SIGSEGV), and that must
+    become a one-line error, not the death of edgekit (the child costs about 0.3 s).
+    """
+    child = subprocess.run([sys.executable, "-c", _ARENA_CHILD], input=graph.model_bytes, capture_output=True,
+                           timeout=600)
+    if child.returncode < 0:
+        raise TflmCrash(f"TFLite Micro crashed (signal {-child.returncode}) while loading {graph.name}; "
+                           f"the model is probably corrupted")
+    if child.returncode != 0:
+        lines = child.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise EdgekitError(lines[-1] if lines else f"TFLite Micro failed on {graph.name} (exit {child.returncode})")
+    usage = json.loads(child.stdout)
+    categories = usage["categories"]
+    saved = sum(round(categories.get(name, 0) * (1 - ratio)) for name, ratio in ARENA_32BIT.items())
     return {
-        "total_bytes": usage.total_bytes,
-        "head_bytes": usage.head_bytes,
-        "tail_bytes": usage.tail_bytes,
-        "categories": usage.categories,
-        "total_bytes_32bit": usage.total_bytes - saved,
-        "tail_bytes_32bit": usage.tail_bytes - saved,
+        "total_bytes": usage["total_bytes"],
+        "head_bytes": usage["head_bytes"],
+        "tail_bytes": usage["tail_bytes"],
+        "categories": categories,
+        "total_bytes_32bit": usage["total_bytes"] - saved,
+        "tail_bytes_32bit": usage["tail_bytes"] - saved,
     }
+
+
+# Expected rank of the weight input of each MAC op (input index, rank): a corrupted file can break them.
+_WEIGHT_RANKS = {"CONV_2D": (1, 4), "DEPTHWISE_CONV_2D": (1, 4), "FULLY_CONNECTED": (1, 2),
+                 "TRANSPOSE_CONV": (1, 4), "CONV_3D": (1, 5), "BATCH_MATMUL": (1, None)}
+
+
+def check_structure(graph: Graph) -> None:
+    """One-line error for a graph whose operators cannot be what they claim (a corrupted but parsable file)."""
+    for op in graph.operators:
+        where = f"{graph.name} looks corrupted: operator {op.index} ({op.display_name})"
+        if not op.outputs or any(o < 0 for o in op.outputs):
+            raise EdgekitError(f"{where} has no valid output tensor; expected a complete .tflite file")
+        if op.opcode in _WEIGHT_RANKS:
+            slot, rank = _WEIGHT_RANKS[op.opcode]
+            if len(op.inputs) <= max(slot, 2 if op.opcode == "TRANSPOSE_CONV" else 0) or op.inputs[slot] < 0:
+                raise EdgekitError(f"{where} lacks its weights input; expected a complete .tflite file")
+            shape = graph.tensors[op.inputs[slot]].shape
+            if rank is not None and len(shape) != rank:
+                raise EdgekitError(f"{where} has weights of shape {list(shape)}; expected {rank} dimensions")
+            if op.opcode == "BATCH_MATMUL" and (op.inputs[0] < 0 or len(graph.tensors[op.inputs[0]].shape) < 2):
+                raise EdgekitError(f"{where} has an input of fewer than 2 dimensions")
 
 
 def _board_limits(board) -> tuple[int, int]:
@@ -217,6 +272,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
                      f"this {'float' if any(d.startswith('float') for d in dtypes) else 'mixed'} model; "
                      f"quantize it (`edgekit quantize`) for the int8 figures")
 
+    check_structure(graph)
     plan = plan_activations(graph)
     rows = layers(graph, plan)
     constants = [t for t in graph.tensors if t.is_constant]
@@ -226,7 +282,9 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
 
     try:
         arena = tflm_arena(graph)
-    except EdgekitError as error:
+    except TflmCrash:
+        raise
+    except EdgekitError as error:  # a model TFLite Micro cannot run (an op it lacks): the rest still stands
         arena = None
         notes.append(str(error))
 

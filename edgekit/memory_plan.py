@@ -85,8 +85,8 @@ def plan_activations(graph: Graph, *, alias_views: bool = True) -> MemoryPlan:
     aliases: dict[int, int] = {}
     if alias_views:
         for op in graph.operators:
-            if op.opcode in VIEW_OPS and op.inputs and not graph.tensors[op.inputs[0]].is_constant:
-                source = op.inputs[0]
+            source = op.inputs[0] if op.inputs else -1
+            if op.opcode in VIEW_OPS and source >= 0 and not graph.tensors[source].is_constant:
                 aliases[op.outputs[0]] = aliases.get(source, source)
 
     first: dict[int, int] = {}

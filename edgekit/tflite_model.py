@@ -212,7 +212,7 @@ def parse_tflite(model_bytes: bytes, name: str = "model") -> Graph:
         outputs = [int(x) for x in subgraph.outputs]
         for op in operators:
             for t in op.inputs + op.outputs:
-                if t >= len(tensors):
+                if t >= len(tensors) or t < -1:  # -1 is an omitted optional input; other negatives would wrap
                     raise IndexError(t)
     except EdgekitError:
         raise
