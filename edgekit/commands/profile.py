@@ -1,0 +1,73 @@
+"""`edgekit profile`: latency, memory and agreement with the reference, measured on the device."""
+
+import click
+
+from edgekit.console import fmt, json_option, print_json, progress, stdout_console, table
+
+
+@click.command("profile")
+@click.argument("build_dir", type=click.Path(file_okay=False))
+@click.option("--port", help="Serial port of the board, or socket://HOST:PORT; emulated and host boards need none.")
+@click.option("--runs", type=int, help="Timed inferences (default 10; with --data, up to 50 samples).")
+@click.option("--data", type=click.Path(dir_okay=True), help="Inputs (.npz/.npy, float: quantized here) and labels.")
+@click.option("--runner", help="Runner that starts the device (emulated/host boards), instead of the board's.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a per-layer latency bar chart (PNG).")
+@json_option
+def command(build_dir, port, runs, data, runner, plot, as_json):
+    """Measure latency, memory and output agreement of the build in BUILD_DIR on its device.
+
+    \b
+    Emulated boards are started in QEMU and stopped afterwards; their time is the emulator's virtual time
+    (instructions), labelled as emulated.
+    """
+    from edgekit.profile import profile_build
+
+    with progress(quiet=as_json) as bar:
+        report = profile_build(build_dir, runs=runs, data=data, port=port, runner=runner, plot=plot, progress=bar)
+    if as_json:
+        print_json(report)
+        return
+    _print(report)
+
+
+def _print(report):
+    console = stdout_console()
+    lat = report["latency_us"]
+    unit = "µs (emulated)" if report["emulated"] else "µs"
+    rows = [[f"latency {unit}", lat["min"], lat["median"], lat["max"]]]
+    if report.get("instructions"):
+        ins = report["instructions"]
+        rows.append(["instructions", ins["min"], ins["median"], ins["max"]])
+    console.print(table(f"{report['model']} on {report['board']} ({report['backend']}), {report['runs']} runs",
+                        ["", "min", "median", "max"], rows))
+    if report["emulated"]:
+        console.print(f"[dim]{report['latency_kind']}[/dim]")
+    memory = [["arena used", report["arena_bytes"]], ["arena reserved", report["arena_reserved_bytes"]],
+              ["peak stack", report["stack_bytes"]], ["flash (text+data)", report["flash_bytes"]]]
+    if report.get("macs"):
+        memory.append(["MACs", report["macs"]])
+    if report.get("instructions_per_mac"):
+        memory.append(["instructions / MAC", report["instructions_per_mac"]])
+    console.print(table("Memory (bytes)", ["", "value"], memory))
+    check = [["max |diff| (int8 steps)", report["max_abs_diff"]], ["cosine", report["cosine"]],
+             ["rmse", report["rmse"]], ["mae", report["mae"]], ["l2r", report["l2r"]],
+             ["top-1 agreement", f"{report['top1_agreement']:.1%}"], ["deterministic", report["deterministic"]]]
+    if report.get("accuracy") is not None:
+        check += [["accuracy (device)", f"{report['accuracy']:.1%}"],
+                  ["accuracy (reference)", f"{report['reference_accuracy']:.1%}"]]
+    console.print(table(f"Outputs vs TFLite Micro reference ({report['data']})", ["", "value"], check))
+    layers = report.get("layers") or []
+    if layers:
+        total = sum(row["ticks"] for row in layers) or 1
+        columns = ["#", "op", "µs" + (" (emulated)" if report["emulated"] else ""), "share"]
+        rows = []
+        for row in layers:
+            cells = [row["index"], row["op"], row["us"], f"{row['ticks'] / total:.1%}"]
+            if report["emulated"]:
+                cells.append(row["instructions"])
+            rows.append(cells)
+        if report["emulated"]:
+            columns.append("instructions")
+        console.print(table("Layers (median)", columns, rows, right_align_from=2))
+    if report.get("plot"):
+        console.print(f"per-layer chart written to {fmt(report['plot'])}", highlight=False)

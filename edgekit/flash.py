@@ -1,0 +1,679 @@
+"""Putting a build on its board: one small runner class per flash tool, one interface.
+
+Modelled on Zephyr's `west flash` runners: each runner has a `name`, `capabilities`, and a `create(board, build,
+args)` class method that gathers and checks everything up front (programs, files, port, offsets), so `flash()`
+never asks anything and a dry run can print the exact commands. Boards name their runners as data
+(`[flash] default_runner`, `runners` and settings in boards/*.toml); no code switches on board names.
+
+Runners that provide the serial line themselves (`qemu`: the emulator's UART on a loopback socket; `host`: the
+program's stdin/stdout) also open a `Session`, which `edgekit profile` uses and closes, so no emulator or host
+program outlives the command.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.boards import Board, load_board
+from edgekit.device import BOOT_TIMEOUT, Device, PipeTransport, SerialTransport
+from edgekit.errors import EdgekitError, UsageError
+
+MANIFEST = "edgekit-build.json"
+FLASH_TOOL_TIMEOUT = 600  # seconds; a flash tool that takes longer has hung
+
+
+# -- the build folder ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Build:
+    """A build folder and its manifest (written by `edgekit build`), so no command repeats board or model."""
+
+    dir: Path
+    manifest: dict
+    board: Board
+
+    @property
+    def firmware(self) -> Path | None:
+        name = self.manifest.get("firmware")
+        return (self.dir / name) if name else None
+
+    @property
+    def model_path(self) -> Path | None:
+        name = self.manifest.get("model")
+        return (self.dir / name) if name else None
+
+    @property
+    def sizes(self) -> dict:
+        return self.manifest.get("sizes") or {}
+
+
+def load_build(build_dir) -> Build:
+    folder = Path(build_dir)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise EdgekitError(f"{folder} is not a build folder (no {MANIFEST}); expected the output of edgekit build")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EdgekitError(f"{path} is not valid JSON ({error}); rebuild with edgekit build") from None
+    if not isinstance(manifest, dict) or "board" not in manifest:
+        raise EdgekitError(f"{path} names no board; rebuild with edgekit build")
+    return Build(folder, manifest, load_board(str(manifest["board"])))
+
+
+# -- image size -----------------------------------------------------------------------------------------------
+
+
+def elf_flash_bytes(path) -> int | None:
+    """Bytes an ELF puts in flash (file bytes of its loadable segments: text, rodata, data's initial values),
+    or None when the file is not an ELF."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF":
+            return None
+        is64, little = head[4] == 2, head[5] == 1
+        e = "<" if little else ">"
+        if is64:
+            phoff, = struct.unpack_from(e + "Q", head, 32)
+            phentsize, phnum = struct.unpack_from(e + "HH", head, 54)
+        else:
+            phoff, = struct.unpack_from(e + "I", head, 28)
+            phentsize, phnum = struct.unpack_from(e + "HH", head, 42)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    total = 0
+    for i in range(phnum):
+        entry = table[i * phentsize:(i + 1) * phentsize]
+        kind, = struct.unpack_from(e + "I", entry, 0)
+        if kind != 1:  # PT_LOAD
+            continue
+        filesz, = struct.unpack_from(e + ("Q" if is64 else "I"), entry, 32 if is64 else 16)
+        total += filesz
+    return total
+
+
+def image_flash_bytes(build: Build, image: Path | None = None) -> int | None:
+    """Flash the image needs: text + data from the manifest's sizes, else from the ELF, else the file size."""
+    sizes = build.sizes
+    if image is None and "text" in sizes:
+        return int(sizes.get("text", 0)) + int(sizes.get("rodata", 0)) + int(sizes.get("data", 0))
+    image = image or build.firmware
+    if image is None or not image.is_file():
+        return None
+    from_elf = elf_flash_bytes(image)
+    return from_elf if from_elf is not None else image.stat().st_size
+
+
+# -- runners ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    flash: bool = False  # can put an image on the device
+    reset: bool = False  # resets the device after flashing
+    serial: bool = False  # provides the device's serial line itself (emulator socket, process pipes)
+
+
+@dataclass
+class RunnerArgs:
+    port: str | None = None  # the board's serial port (esptool, arduino-cli) or a socket:// URL
+    dry_run: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def require(program: str, hint: str) -> str:
+    """The path of `program`, or one clear line saying how to install it."""
+    path = shutil.which(program)
+    if not path:
+        raise EdgekitError(f"program {program} not found; install it with {hint}")
+    return path
+
+
+def _require_module(module: str, hint: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise EdgekitError(f"Python module {module} not found; install it with {hint}")
+
+
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the thread that started it dies, so no orphan survives a killed run.
+    libc is loaded before the fork (no dlopen in the child)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec():
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return preexec if sys.platform.startswith("linux") else None
+
+
+class Runner:
+    """One flash tool. Subclasses set `name`, `capabilities`, `install_hint` and implement `create`/`commands`."""
+
+    name = ""
+    capabilities = Capabilities()
+    install_hint = ""
+
+    def __init__(self, board: Board, build: Build, args: RunnerArgs):
+        self.board, self.build, self.args = board, build, args
+        self.settings = board.flash
+
+    @classmethod
+    def create(cls, board: Board, build: Build, args: RunnerArgs) -> "Runner":
+        return cls(board, build, args)
+
+    def commands(self) -> list[list[str]]:
+        """The exact commands `flash` runs (what --dry-run prints)."""
+        return []
+
+    def flash(self, log=None) -> dict:
+        for command in self.commands():
+            _run(command, log)
+        return {}
+
+    def open_session(self, boot_timeout: float = BOOT_TIMEOUT) -> "Session":
+        raise EdgekitError(f"runner {self.name} does not provide a serial line; pass --port with the board's "
+                           "serial port")
+
+    # helpers for subclasses
+
+    def firmware(self, suffixes=None) -> Path:
+        """The firmware file from the manifest; with `suffixes`, a sibling with one of them (app.bin next to
+        app.elf)."""
+        path = self.build.firmware
+        if path is None:
+            raise EdgekitError(f"build folder {self.build.dir} has no firmware (the manifest names none); build it "
+                               f"for {self.board.name} with edgekit build")
+        if suffixes and path.suffix not in suffixes:
+            for suffix in suffixes:
+                if path.with_suffix(suffix).exists() or self.args.dry_run:
+                    return path.with_suffix(suffix)
+            raise EdgekitError(f"runner {self.name} needs a {' or '.join(suffixes)} image next to {path.name}; "
+                               f"none in {path.parent}")
+        if not path.exists() and not self.args.dry_run:
+            raise EdgekitError(f"firmware {path} not found; rebuild with edgekit build")
+        return path
+
+    def need_port(self) -> str:
+        if self.args.port:
+            return self.args.port
+        if self.args.dry_run:
+            return "PORT"
+        raise UsageError(f"runner {self.name} needs --port (the board's serial port, e.g. /dev/ttyUSB0 or "
+                         "/dev/ttyACM0)")
+
+    def check_size(self, image_bytes: int | None, limit: int | None = None, what: str = "flash") -> None:
+        """Refuse, before touching the device, an image the board cannot hold."""
+        limit = limit or self.board.flash_bytes
+        if image_bytes is not None and limit and image_bytes > limit:
+            raise EdgekitError(f"image needs {image_bytes:,} bytes of {what} but {self.board.name} has {limit:,}; "
+                               "shrink the model (edgekit optimize) or pick a bigger board")
+
+
+def _run(command: list[str], log=None, timeout: float = FLASH_TOOL_TIMEOUT) -> None:
+    """Run a flash tool, its output going to `log` (stderr: --json stdout stays clean); one line on failure."""
+    import threading
+
+    if log:
+        log("$ " + shlex.join(command))
+    tail = []
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+    except OSError as error:
+        raise EdgekitError(f"cannot run {command[0]}: {error.strerror or error}") from None
+
+    def pump():
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                tail[:] = (tail + [line])[-5:]
+                if log:
+                    log(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise EdgekitError(f"{Path(command[0]).name} did not finish within {timeout} s; check the board's "
+                           "connection") from None
+    finally:
+        reader.join(timeout=1)
+    if code != 0:
+        last = tail[-1] if tail else "no output"
+        raise EdgekitError(f"{Path(command[0]).name} failed with exit status {code}: {last[:200]}")
+
+
+class Session:
+    """A connected device plus whatever must be stopped with it (the emulator, the host program)."""
+
+    def __init__(self, device: Device, process: subprocess.Popen | None = None, cleanup=(), boot_lines=()):
+        self.device = device
+        self.process = process
+        self._cleanup = list(cleanup)
+        self.boot_lines = list(boot_lines)
+
+    def close(self) -> None:
+        try:
+            self.device.close()
+        finally:
+            if self.process is not None:
+                _stop(self.process)
+            for path in self._cleanup:
+                Path(path).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream:
+            stream.close()
+
+
+def _exit_text(process: subprocess.Popen, stderr_path: str | None, program: str) -> str:
+    try:
+        code = process.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        return f"{program} is still running"
+    tail = ""
+    if stderr_path and os.path.exists(stderr_path):
+        with open(stderr_path, "rb") as f:
+            lines = f.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
+        tail = f" ({lines[-1].strip()[:200]})" if lines else ""
+    if code < 0:
+        return f"{program} was killed by signal {-code}{tail}"
+    return f"{program} exited with status {code}{tail}"
+
+
+def _boot_check(session: Session, started: float) -> dict:
+    """What `flash` reports for runners that start the program: it booted and answered."""
+    with session:
+        info = session.device.info()
+        result = {"booted": True, "boot_ms": round((time.monotonic() - started) * 1000, 1),
+                  "backend": info.backend, "input_bytes": info.input_bytes, "output_bytes": info.output_bytes}
+        failed = [line for line in session.boot_lines if line.startswith("e-")]
+        if failed:
+            raise EdgekitError(f"the device started but reported {failed[0][2:].strip('[]')}")
+    return result
+
+
+class QemuRunner(Runner):
+    """Boots the firmware in QEMU, its UART on a loopback socket that we create (no port race)."""
+
+    name = "qemu"
+    capabilities = Capabilities(flash=True, serial=True)
+    install_hint = "apt-get install qemu-system-arm"
+
+    @classmethod
+    def create(cls, board, build, args):
+        runner = cls(board, build, args)
+        if not board.emulated:
+            raise UsageError(f"board {board.name} is not emulated; the qemu runner needs a board with [emulator]")
+        runner.machine = str(board.emulator["machine"])
+        runner.program = "qemu-system-" + ("arm" if board.arch == "arm" else board.arch)
+        if not args.dry_run:
+            runner.program = require(runner.program, cls.install_hint)
+        runner.kernel = runner.firmware()
+        runner.check_size(image_flash_bytes(build), int(board.emulator.get("code_bytes", board.flash_bytes)))
+        return runner
+
+    def qemu_command(self, chardev: str) -> list[str]:
+        return [self.program, "-machine", self.machine, "-nodefaults", "-display", "none", "-monitor", "none",
+                "-no-reboot", "-nic", "none", "-icount", "shift=0", "-chardev", chardev,
+                "-serial", "chardev:ser0", "-kernel", str(self.kernel)]
+
+    def commands(self):
+        # A paste-able form: QEMU listens on a fixed port (`--port socket://127.0.0.1:4444` to connect).
+        return [self.qemu_command("socket,id=ser0,host=127.0.0.1,port=4444,server=on,wait=on,nodelay=on")]
+
+    def flash(self, log=None):
+        started = time.monotonic()
+        return _boot_check(self.open_session(), started)
+
+    def open_session(self, boot_timeout: float = BOOT_TIMEOUT) -> Session:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        fd, stderr_path = tempfile.mkstemp(prefix="edgekit-qemu-", suffix=".log")
+        command = self.qemu_command(f"socket,id=ser0,fd={listener.fileno()},server=on,wait=on,nodelay=on")
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                       pass_fds=(listener.fileno(),), preexec_fn=_die_with_parent())
+        except OSError as error:
+            os.close(fd)
+            os.unlink(stderr_path)
+            raise EdgekitError(f"cannot start {self.program}: {error}") from None
+        finally:
+            listener.close()  # QEMU holds the listening socket now; if it dies, connecting fails at once
+        os.close(fd)
+        try:
+            transport = SerialTransport(f"socket://127.0.0.1:{port}",
+                                        on_gone=lambda: _exit_text(process, stderr_path, "QEMU"))
+            device = Device(transport)
+            boot = device.sync(boot_timeout)
+        except BaseException:
+            _stop(process)
+            os.unlink(stderr_path)
+            raise
+        return Session(device, process, cleanup=[stderr_path], boot_lines=boot)
+
+
+class HostRunner(Runner):
+    """The host board: the compiled program itself, spoken to over its stdin/stdout."""
+
+    name = "host"
+    capabilities = Capabilities(flash=True, serial=True)
+    install_hint = "a host C compiler (apt-get install gcc)"
+
+    @classmethod
+    def create(cls, board, build, args):
+        runner = cls(board, build, args)
+        runner.program = runner.firmware()
+        if not args.dry_run and not os.access(runner.program, os.X_OK):
+            raise EdgekitError(f"{runner.program} is not executable; rebuild with edgekit build")
+        return runner
+
+    def commands(self):
+        return [[str(self.program)]]
+
+    def flash(self, log=None):
+        started = time.monotonic()
+        return _boot_check(self.open_session(), started)
+
+    def open_session(self, boot_timeout: float = BOOT_TIMEOUT) -> Session:
+        fd, stderr_path = tempfile.mkstemp(prefix="edgekit-host-", suffix=".log")
+        try:
+            process = subprocess.Popen([str(self.program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=fd, cwd=self.build.dir, preexec_fn=_die_with_parent())
+        except OSError as error:
+            os.close(fd)
+            os.unlink(stderr_path)
+            raise EdgekitError(f"cannot start {self.program}: {error}") from None
+        os.close(fd)
+        try:
+            transport = PipeTransport(process, f"host program {self.program.name}", stderr_path)
+            device = Device(transport)
+            boot = device.sync(boot_timeout)
+        except BaseException:
+            _stop(process)
+            os.unlink(stderr_path)
+            raise
+        return Session(device, process, cleanup=[stderr_path], boot_lines=boot)
+
+
+class EsptoolRunner(Runner):
+    """ESP32 family: bootloader, partition table and app at the chip's offsets, with esptool v5's write-flash."""
+
+    name = "esptool"
+    capabilities = Capabilities(flash=True, reset=True)
+    install_hint = "pip install esptool"
+
+    @classmethod
+    def create(cls, board, build, args):
+        runner = cls(board, build, args)
+        if not args.dry_run:
+            _require_module("esptool", cls.install_hint)
+        settings = board.flash
+        runner.port = runner.need_port()
+        runner.chip = str(settings.get("chip", board.name))
+        app = runner.firmware(suffixes=(".bin",))
+        images = build.manifest.get("flash_images")
+        if images:  # [{offset, file}] written by the build, when it knows better than the defaults
+            runner.images = [(int(str(i["offset"]), 0), build.dir / i["file"]) for i in images]
+        else:
+            root = app.parent
+            runner.images = [
+                (int(settings.get("bootloader_offset", 0x1000)), root / "bootloader" / "bootloader.bin"),
+                (int(settings.get("partition_table_offset", 0x8000)), root / "partition_table" / "partition-table.bin"),
+                (int(settings.get("app_offset", 0x10000)), app),
+            ]
+        if not args.dry_run:
+            for _, path in runner.images:
+                if not path.is_file():
+                    raise EdgekitError(f"{path} not found; build the ESP-IDF project first (idf.py build)")
+            runner.check_size(app.stat().st_size, int(settings.get("app_partition_bytes", board.flash_bytes)),
+                              "app partition")
+        return runner
+
+    def commands(self):
+        baud = str(self.settings.get("flash_baud", 460800))
+        command = [sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port, "--baud", baud,
+                   "write-flash"]
+        for offset, path in self.images:
+            command += [hex(offset), str(path)]
+        return [command]
+
+
+class PyocdRunner(Runner):
+    """STM32 and nRF boards through a CMSIS-DAP/ST-Link probe."""
+
+    name = "pyocd"
+    capabilities = Capabilities(flash=True, reset=True)
+    install_hint = "pip install pyocd"
+
+    @classmethod
+    def create(cls, board, build, args):
+        runner = cls(board, build, args)
+        if not args.dry_run:
+            runner.tool = require("pyocd", cls.install_hint)
+        if "pyocd_target" not in board.flash:
+            raise EdgekitError(f"board {board.name} has no pyocd_target in its [flash] settings")
+        runner.image = runner.firmware()
+        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else runner.image))
+        return runner
+
+    def commands(self):
+        command = ["pyocd", "flash", "--target", str(self.settings["pyocd_target"])]
+        if self.image.suffix == ".bin":
+            command += ["--base-address", hex(int(self.settings.get("flash_base", 0)))]
+        return [command + [str(self.image)]]
+
+
+class OpenocdRunner(Runner):
+    """Any board OpenOCD knows, with the board file's OpenOCD config."""
+
+    name = "openocd"
+    capabilities = Capabilities(flash=True, reset=True)
+    install_hint = "apt-get install openocd"
+
+    @classmethod
+    def create(cls, board, build, args):
+        runner = cls(board, build, args)
+        if not args.dry_run:
+            require("openocd", cls.install_hint)
+        if "openocd_config" not in board.flash:
+            raise EdgekitError(f"board {board.name} has no openocd_config in its [flash] settings")
+        runner.image = runner.firmware()
+        if any(c in str(runner.image) for c in "{}\\"):
+            raise EdgekitError(f"firmware path {runner.image} contains braces or backslashes, which OpenOCD's "
+                               "Tcl cannot take; move the build folder")
+        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else runner.image))
+        return runner
+
+    def commands(self):
+        address = f" {hex(int(self.settings.get('flash_base', 0)))}" if self.image.suffix == ".bin" else ""
+        program = f"program {{{self.image}}}{address} verify reset exit"
+        return [["openocd", "-f", str(self.settings["openocd_config"]), "-c", program]]
+
+
+class Uf2Runner(Runner):
+    """RP2040 and friends: copy a UF2 image to the bootloader's mass-storage volume, found by its label."""
+
+    name = "uf2"
+    capabilities = Capabilities(flash=True, reset=True)
+    install_hint = "nothing (hold BOOTSEL while plugging the board in)"
+
+    @classmethod
+    def create(cls, board, build, args):
+        runner = cls(board, build, args)
+        runner.label = str(board.flash.get("uf2_volume_label", "RPI-RP2"))
+        image = runner.firmware(suffixes=(".uf2", ".bin"))
+        runner.source = image
+        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else image)
+                          if image.suffix != ".uf2" else (image.stat().st_size // 2 if image.exists() else None))
+        volume = find_volume(runner.label)
+        if volume is None and not args.dry_run:
+            raise EdgekitError(f"no mounted volume labelled {runner.label}; hold BOOTSEL while plugging the board in "
+                               "and let the system mount it")
+        runner.volume = volume or Path(f"/media/{runner.label}")
+        return runner
+
+    def commands(self):
+        return [["cp", str(self.source), str(self.volume / (self.source.stem + ".uf2"))]]
+
+    def flash(self, log=None):
+        target = self.volume / (self.source.stem + ".uf2")
+        if log:
+            log("$ " + shlex.join(self.commands()[0]))
+        data = self.source.read_bytes()
+        if self.source.suffix != ".uf2":
+            data = bin_to_uf2(data, int(self.settings.get("flash_base", 0x10000000)),
+                              int(self.settings.get("uf2_family_id", 0)))
+        with open(target, "wb") as f:  # the board reboots once the last block is written
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return {"copied_to": str(target), "bytes": len(data)}
+
+
+def find_volume(label: str) -> Path | None:
+    """The mount point of a volume with this label (Linux /dev/disk/by-label + /proc/mounts, or macOS /Volumes)."""
+    by_label = Path("/dev/disk/by-label") / label
+    devices = {os.path.realpath(by_label)} if by_label.exists() else set()
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        mounts = []
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        mount = Path(parts[1].replace("\\040", " "))
+        if os.path.realpath(parts[0]) in devices or mount.name == label:
+            return mount
+    mac = Path("/Volumes") / label
+    return mac if mac.is_dir() else None
+
+
+def bin_to_uf2(data: bytes, base: int, family_id: int) -> bytes:
+    """A raw flash image as UF2 blocks (512 bytes each, 256 payload bytes, family id flag when given)."""
+    payload = 256
+    blocks = (len(data) + payload - 1) // payload
+    out = bytearray()
+    for n in range(blocks):
+        chunk = data[n * payload:(n + 1) * payload].ljust(payload, b"\0")
+        flags = 0x2000 if family_id else 0
+        header = struct.pack("<IIIIIIII", 0x0A324655, 0x9E5D5157, flags, base + n * payload, payload, n, blocks,
+                             family_id)
+        out += header + chunk.ljust(476, b"\0") + struct.pack("<I", 0x0AB16F30)
+    return bytes(out)
+
+
+class ArduinoCliRunner(Runner):
+    """Arduino boards: arduino-cli upload of the compiled binary, with the board's FQBN."""
+
+    name = "arduino-cli"
+    capabilities = Capabilities(flash=True, reset=True)
+    install_hint = "the installer at https://arduino.github.io/arduino-cli (then arduino-cli core install ...)"
+
+    @classmethod
+    def create(cls, board, build, args):
+        runner = cls(board, build, args)
+        if not args.dry_run:
+            require("arduino-cli", cls.install_hint)
+        if "fqbn" not in board.flash:
+            raise EdgekitError(f"board {board.name} has no fqbn in its [flash] settings")
+        runner.port = runner.need_port()
+        runner.image = runner.firmware()
+        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else runner.image))
+        return runner
+
+    def commands(self):
+        return [["arduino-cli", "upload", "--port", self.port, "--fqbn", str(self.settings["fqbn"]),
+                 "--input-file", str(self.image)]]
+
+
+RUNNERS = {cls.name: cls for cls in (QemuRunner, HostRunner, EsptoolRunner, PyocdRunner, OpenocdRunner,
+                                     Uf2Runner, ArduinoCliRunner)}
+
+
+def create_runner(build: Build, name: str | None = None, port: str | None = None, dry_run: bool = False) -> Runner:
+    """The runner the board names (or `name`), created with everything it needs."""
+    board = build.board
+    name = name or build.manifest.get("runner") or board.default_runner
+    if not name:
+        raise EdgekitError(f"board {board.name} names no flash runner; pass --runner "
+                           f"({', '.join(RUNNERS)})")
+    if name not in RUNNERS:
+        raise UsageError(f"unknown runner '{name}'; expected one of: {', '.join(RUNNERS)}")
+    allowed = board.flash.get("runners") or [board.default_runner]
+    if name not in allowed:
+        raise UsageError(f"board {board.name} cannot be flashed with {name}; its runners are: {', '.join(allowed)}")
+    return RUNNERS[name].create(board, build, RunnerArgs(port=port, dry_run=dry_run))
+
+
+def flash_build(build_dir, port: str | None = None, runner: str | None = None, dry_run: bool = False,
+                log=None) -> dict:
+    """Put the build on its board (qemu/host: boot it and check it answers). Returns a report dict."""
+    build = load_build(build_dir)
+    chosen = create_runner(build, runner, port, dry_run)
+    commands = [shlex.join(c) for c in chosen.commands()]
+    report = {"board": build.board.name, "runner": chosen.name, "dry_run": dry_run, "commands": commands,
+              "image_bytes": image_flash_bytes(build), "flash_bytes": build.board.flash_bytes}
+    if dry_run:
+        return report
+    report.update(chosen.flash(log))
+    return report
+
+
+def open_device(build: Build, port: str | None = None, runner: str | None = None,
+                boot_timeout: float = BOOT_TIMEOUT) -> Session:
+    """A session with the build's device: the given port, or the runner's own line (emulator, host program)."""
+    if port:
+        transport = SerialTransport(port, int(build.board.serial.get("baud", 115200)))
+        device = Device(transport)
+        try:
+            boot = device.sync(boot_timeout)
+        except BaseException:
+            device.close()
+            raise
+        return Session(device, boot_lines=boot)
+    chosen = create_runner(build, runner)
+    if not chosen.capabilities.serial:
+        raise UsageError(f"board {build.board.name} is reached through its serial port; pass --port "
+                         "(e.g. /dev/ttyACM0)")
+    return chosen.open_session(boot_timeout)
+
+
+def sha256_file(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,294 @@
+"""`edgekit profile`: latency, memory and output agreement measured on the device itself.
+
+Each run uploads one input, runs one timed inference (the first one after a warm-up), and reads the exact tick
+count, the per-layer ticks and the raw output bytes. The outputs are compared with TFLite Micro's host interpreter
+on the same int8 inputs (edgekit.reference), with the metrics ST's `validate` reports (acc, rmse, mae, l2r, cos)
+plus the max difference in int8 steps and top-1 agreement.
+
+On an emulated board time is QEMU's virtual time under `-icount shift=0` (one instruction per nanosecond), so the
+ticks become instruction counts; that time is reported as emulated, never as a real board's latency.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, UsageError
+from edgekit.flash import image_flash_bytes, load_build, open_device
+
+DEFAULT_RUNS = 10
+MAX_DATA_SAMPLES = 50  # default number of --data samples run on the device
+FIRST_INFER_TIMEOUT = 120.0  # seconds for the first (warm-up + timed) inference; later ones scale from it
+
+
+def profile_build(build_dir, runs: int | None = None, data=None, port: str | None = None, runner: str | None = None,
+                  plot=None, seed: int = 0, progress=None) -> dict:
+    """Profile the build on its device and return the report (the --json document)."""
+    from edgekit.tflite_model import load_tflite
+
+    build = load_build(build_dir)
+    if build.model_path is None or not build.model_path.is_file():
+        raise EdgekitError(f"build folder {build.dir} has no model file (manifest 'model'); rebuild with edgekit build")
+    if runs is not None and runs < 1:
+        raise UsageError(f"--runs must be at least 1, got {runs}")
+    model_bytes = build.model_path.read_bytes()
+    graph = load_tflite(build.model_path)
+    tin, tout = graph.input_tensors[0], graph.output_tensors[0]
+    inputs, labels = _inputs(tin, data, runs, seed)
+    runs = runs or (min(len(inputs), MAX_DATA_SAMPLES) if data is not None else DEFAULT_RUNS)
+
+    from edgekit.reference import run_reference
+
+    used = min(len(inputs), runs)
+    reference = run_reference(model_bytes, inputs[:used])
+
+    task = progress.add_task("profiling", total=runs) if progress else None
+    records = []
+    with open_device(build, port=port, runner=runner) as session:
+        device = session.device
+        failed = [line for line in session.boot_lines if line.startswith("e-")]
+        if failed:
+            raise EdgekitError(f"the device reported {failed[0][2:].strip('[]')} at start")
+        info = device.info()
+        if info.input_bytes != tin.nbytes or (info.output_bytes and info.output_bytes != tout.nbytes):
+            raise EdgekitError(f"the device runs a different model (input {info.input_bytes} bytes, output "
+                               f"{info.output_bytes}); the build expects {tin.nbytes} and {tout.nbytes}: flash it first")
+        memory = device.memory()
+        timeout = FIRST_INFER_TIMEOUT
+        loaded = None
+        for i in range(runs):
+            sample = i % used
+            if sample != loaded:
+                device.load_input(inputs[sample].tobytes())
+                loaded = sample
+            started = time.monotonic()
+            device.infer(1, 1 if i == 0 else 0, timeout=timeout)
+            if i == 0:  # later runs get a deadline from the first one (which included a warm-up)
+                timeout = max(5.0, 10 * (time.monotonic() - started))
+            ticks, _ = device.ticks()
+            records.append({"sample": sample, "ticks": ticks, "layers": device.layers(),
+                            "output": np.frombuffer(device.output(), dtype=tout.dtype).copy()})
+            if progress:
+                progress.advance(task)
+
+    report = _report(build, info, memory, records, reference, labels, tout)
+    report["data"] = str(data) if data is not None else "random int8"
+    if plot:
+        plot_layers(report, plot)
+        report["plot"] = str(plot)
+    return report
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------
+
+
+def _inputs(tin, data, runs, seed):
+    """(int8 inputs [S, ...], labels or None): quantized from --data, or random over the int8 range."""
+    dtype = np.dtype(tin.dtype)
+    shape = tuple(int(d) for d in tin.shape)
+    if data is None:
+        count = runs or DEFAULT_RUNS
+        info = np.iinfo(dtype) if dtype.kind in "iu" else None
+        if info is None:
+            raise EdgekitError(f"the model's input is {dtype.name}; profile needs an integer (int8) model")
+        rng = np.random.default_rng(seed)
+        return rng.integers(info.min, info.max + 1, size=(count, *shape), dtype=dtype), None
+    x, y = _load_data(data, shape)
+    per_sample = int(np.prod(shape))
+    if x.size % per_sample or x.reshape(len(x), -1).shape[1] != per_sample:
+        raise EdgekitError(f"samples in {data} have shape {list(x.shape[1:])}; the model expects {list(shape)}")
+    x = x.reshape(len(x), *shape)
+    if x.dtype != dtype:
+        if x.dtype.kind in "iu":
+            raise EdgekitError(f"{data} holds {x.dtype.name} samples; expected float (quantized here) or "
+                               f"{dtype.name}")
+        scale = float(tin.scale[0]) if len(tin.scale) else 0.0
+        zero_point = int(tin.zero_point[0]) if len(tin.zero_point) else 0
+        if not scale:
+            raise EdgekitError("the model's input has no quantization scale; expected a fully int8 model")
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x.astype(np.float64) / scale) + zero_point, info.min, info.max).astype(dtype)
+    if y is not None:
+        y = np.asarray(y)
+        y = y.argmax(axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y))
+        if len(y) != len(x):
+            y = None
+    return x, y
+
+
+def _load_data(path, shape):
+    """x and y of the test split (or the only split) of .npz/.npy data, via edgekit.data when it exists."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"data not found: {path}")
+    try:
+        from edgekit.data import load_dataset
+    except ImportError:
+        load_dataset = None
+    if load_dataset is not None:
+        ds = load_dataset(path, input_shape=shape)
+        if getattr(ds, "x_test", None) is not None and len(ds.x_test):
+            return np.asarray(ds.x_test), ds.y_test
+        return np.asarray(ds.x_train), ds.y_train
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False), None
+    if path.suffix != ".npz":
+        raise EdgekitError(f"data {path} is not .npz or .npy; expected arrays x_test/y_test (or x/y)")
+    with np.load(path, allow_pickle=False) as arrays:
+        for x_key, y_key in (("x_test", "y_test"), ("x", "y"), ("x_train", "y_train")):
+            if x_key in arrays:
+                return arrays[x_key], (arrays[y_key] if y_key in arrays else None)
+        raise EdgekitError(f"{path} has no x_test, x or x_train array; it has {', '.join(arrays.files)}")
+
+
+# -- the report -----------------------------------------------------------------------------------------------
+
+
+def _stats(values) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
+
+
+def _report(build, info, memory, records, reference, labels, tout) -> dict:
+    board = build.board
+    tps = info.ticks_per_second or int(board.emulator.get("systick_hz", 0)) or 1_000_000
+    ticks = np.array([r["ticks"] for r in records], dtype=np.float64)
+    report = {
+        "board": board.name, "backend": info.backend or build.manifest.get("backend"),
+        "model": build.model_path.name, "runs": len(records), "emulated": board.emulated,
+        "ticks_per_second": tps,
+        "latency_us": _stats(ticks * 1e6 / tps),
+        "latency_kind": ("emulated: QEMU virtual time with -icount shift=0 (1 instruction = 1 ns), not a real "
+                         "board's latency" if board.emulated else
+                         "host computer" if board.arch == "host" else "measured on the device"),
+    }
+    macs = _macs(build)
+    report["macs"] = macs
+    if board.emulated:
+        instructions = ticks * 1e9 / tps
+        report["instructions"] = {k: int(round(v)) for k, v in _stats(instructions).items()}
+        report["instructions_per_mac"] = (round(report["instructions"]["median"] / macs, 3) if macs else None)
+    report["arena_bytes"] = memory.get("arena_used") if memory.get("arena_used") is not None else memory.get("arena")
+    report["arena_reserved_bytes"] = memory.get("arena")
+    report["stack_bytes"] = memory.get("stack") or None
+    report["flash_bytes"] = _flash_bytes(build)
+    report.update(_validation(records, reference, labels, tout))
+    report["layers"] = _layers(records, tps, board.emulated)
+    return report
+
+
+def _flash_bytes(build) -> int | None:
+    if build.board.arch == "host" and "text" not in build.sizes:
+        return None  # a host executable's size says nothing about a microcontroller's flash
+    try:
+        return image_flash_bytes(build)
+    except OSError:
+        return None
+
+
+def _macs(build) -> int | None:
+    """Multiply-accumulates per inference: from the manifest, else from edgekit.analyze when it exists."""
+    for key in ("macs", "total_macs"):
+        if build.manifest.get(key):
+            return int(build.manifest[key])
+    try:
+        from edgekit.analyze import analyze
+        from edgekit.tflite_model import load_tflite
+    except ImportError:
+        return None
+    try:
+        result = analyze(load_tflite(build.model_path), board=build.board, backend=build.manifest.get("backend",
+                                                                                                      "tflm"))
+    except EdgekitError:
+        return None
+    for holder in (result.get("totals", {}), result):
+        if isinstance(holder, dict) and holder.get("macs"):
+            return int(holder["macs"])
+    return None
+
+
+def _validation(records, reference, labels, tout) -> dict:
+    """Device vs TFLite Micro on the same inputs, and vs the labels when given (ST validate's metrics)."""
+    device = np.stack([r["output"].reshape(-1) for r in records]).astype(np.int64)
+    ref = np.stack([reference[r["sample"]].reshape(-1) for r in records]).astype(np.int64)
+    scale = float(tout.scale[0]) if len(tout.scale) else 1.0
+    zero_point = int(tout.zero_point[0]) if len(tout.zero_point) else 0
+    d = (device - zero_point) * scale
+    r = (ref - zero_point) * scale
+    diff = d - r
+    norms = np.linalg.norm(d, axis=1) * np.linalg.norm(r, axis=1)
+    cos = np.where(norms > 0, (d * r).sum(axis=1) / np.where(norms > 0, norms, 1), np.where(
+        np.all(d == r, axis=1), 1.0, 0.0))
+    ref_norm = float(np.linalg.norm(r))
+    result = {
+        "max_abs_diff": int(np.abs(device - ref).max()),
+        "mismatched_values": int((device != ref).sum()),
+        "cosine": float(cos.mean()),
+        "rmse": float(np.sqrt(np.mean(diff ** 2))),
+        "mae": float(np.mean(np.abs(diff))),
+        "l2r": float(np.linalg.norm(diff) / ref_norm) if ref_norm else float(np.linalg.norm(diff)),
+        "top1_agreement": float(np.mean(device.argmax(axis=1) == ref.argmax(axis=1))),
+    }
+    by_sample = {}
+    for record in records:
+        by_sample.setdefault(record["sample"], []).append(record["output"])
+    result["deterministic"] = all(np.array_equal(outs[0], o) for outs in by_sample.values() for o in outs[1:])
+    if labels is not None:
+        samples = np.array([r["sample"] for r in records])
+        truth = labels[samples]
+        result["accuracy"] = float(np.mean(device.argmax(axis=1) == truth))
+        result["reference_accuracy"] = float(np.mean(ref.argmax(axis=1) == truth))
+    else:
+        result["accuracy"] = None
+    return result
+
+
+def _layers(records, tps, emulated) -> list[dict]:
+    """Median time of each layer over the runs."""
+    if not records or not records[0]["layers"]:
+        return []
+    rows = []
+    for index, op, _ in records[0]["layers"]:
+        ticks = [t for r in records for (i, _, t) in r["layers"] if i == index]
+        median = float(np.median(ticks))
+        row = {"index": index, "op": op, "ticks": int(round(median)), "us": median * 1e6 / tps}
+        if emulated:
+            row["instructions"] = int(round(median * 1e9 / tps))
+        rows.append(row)
+    return rows
+
+
+def plot_layers(report: dict, path) -> None:
+    """A bar chart of the per-layer median time (instructions on emulated boards), as a PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from edgekit.fileio import atomic_write_bytes
+
+    layers = report.get("layers") or []
+    if not layers:
+        raise EdgekitError("the device reported no per-layer times (ek-layers); nothing to plot")
+    emulated = report.get("emulated")
+    values = [row["instructions"] / 1e3 if emulated else row["us"] for row in layers]
+    names = [f"{row['index']} {row['op']}" for row in layers]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers) + 2), 4.5))
+    ax.bar(range(len(values)), values, color="#3b75af")
+    ax.set_xticks(range(len(values)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("thousand instructions (QEMU, emulated)" if emulated else "microseconds")
+    total = sum(values)
+    unit = "k instructions" if emulated else "us"
+    ax.set_title(f"{report.get('model')} on {report.get('board')} ({report.get('backend')}): per-layer time, "
+                 f"total {total:,.0f} {unit}", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
