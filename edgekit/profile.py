@@ -36,7 +36,7 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         raise UsageError(f"--runs must be at least 1, got {runs}")
     model_bytes = build.model_path.read_bytes()
     graph = load_tflite(build.model_path)
-    tin, tout = graph.input_tensors[0], graph.output_tensors[0]
+    tin, tout = graph.input_tensors()[0], graph.output_tensors()[0]
     inputs, labels = _inputs(tin, data, runs, seed)
     runs = runs or (min(len(inputs), MAX_DATA_SAMPLES) if data is not None else DEFAULT_RUNS)
 
@@ -120,19 +120,26 @@ def _inputs(tin, data, runs, seed):
 
 
 def _load_data(path, shape):
-    """x and y of the test split (or the only split) of .npz/.npy data, via edgekit.data when it exists."""
+    """x and y of the test split (or the only split) of the data; int8 arrays are taken as already quantized."""
     path = Path(path)
     if not path.exists():
         raise EdgekitError(f"data not found: {path}")
+    if path.suffix in (".npy", ".npz"):
+        x, y = _load_arrays(path)
+        if x.dtype == np.int8:
+            return x, y
+    sample_shape = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
     try:
         from edgekit.data import load_dataset
     except ImportError:
-        load_dataset = None
-    if load_dataset is not None:
-        ds = load_dataset(path, input_shape=shape)
-        if getattr(ds, "x_test", None) is not None and len(ds.x_test):
-            return np.asarray(ds.x_test), ds.y_test
-        return np.asarray(ds.x_train), ds.y_train
+        return _load_arrays(path)
+    ds = load_dataset(path, input_shape=sample_shape)
+    if ds.x_test is not None and len(ds.x_test):
+        return np.asarray(ds.x_test), ds.y_test
+    return np.asarray(ds.x_train), ds.y_train
+
+
+def _load_arrays(path):
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False), None
     if path.suffix != ".npz":
@@ -190,24 +197,17 @@ def _flash_bytes(build) -> int | None:
 
 
 def _macs(build) -> int | None:
-    """Multiply-accumulates per inference: from the manifest, else from edgekit.analyze when it exists."""
+    """Multiply-accumulates per inference: from the manifest, else counted by edgekit.analyze when it exists."""
     for key in ("macs", "total_macs"):
         if build.manifest.get(key):
             return int(build.manifest[key])
     try:
-        from edgekit.analyze import analyze
-        from edgekit.tflite_model import load_tflite
+        from edgekit.analyze import layers
     except ImportError:
         return None
-    try:
-        result = analyze(load_tflite(build.model_path), board=build.board, backend=build.manifest.get("backend",
-                                                                                                      "tflm"))
-    except EdgekitError:
-        return None
-    for holder in (result.get("totals", {}), result):
-        if isinstance(holder, dict) and holder.get("macs"):
-            return int(holder["macs"])
-    return None
+    from edgekit.tflite_model import load_tflite
+
+    return sum(row["macs"] for row in layers(load_tflite(build.model_path))) or None
 
 
 def _validation(records, reference, labels, tout) -> dict:

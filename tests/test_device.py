@@ -33,7 +33,7 @@ class Simulator:
             from edgekit.tflite_model import parse_tflite
 
             graph = parse_tflite(model_bytes)
-            self.input_tensor, self.output_tensor = graph.input_tensors[0], graph.output_tensors[0]
+            self.input_tensor, self.output_tensor = graph.input_tensors()[0], graph.output_tensors()[0]
             input_bytes, output_bytes = self.input_tensor.nbytes, self.output_tensor.nbytes
             self.layers = [(op.opcode, 100 + 10 * i) for i, op in enumerate(graph.operators)]
         self.input_bytes, self.output_bytes = input_bytes, output_bytes
