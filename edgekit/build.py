@@ -1,0 +1,289 @@
+"""`edgekit build`: the pipeline from a model to a project (and firmware) for one board.
+
+Stages, each the same code as its standalone command: [optimize] -> [quantize] (a .tflite int8 model skips both)
+-> analyze (refuse when the model does not fit, saying by how much and what would help) -> generate the project
+(TFLite Micro for real boards, native C for emulated and host boards) -> compile when the toolchain is here ->
+[flash] -> [profile]. The build folder gets the int8 model and `edgekit-build.json`, which `flash` and `profile`
+read so that a user never repeats the board or the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from edgekit.errors import EdgekitError, UsageError
+
+MANIFEST = "edgekit-build.json"
+BACKENDS = ("tflm", "native")
+NATIVE_FAMILIES = ("host", "qemu")
+
+
+def default_backend(board) -> str:
+    """The board file's `default_backend`, else TFLite Micro for real boards and native for emulated/host ones."""
+    explicit = board.data.get("default_backend")
+    if explicit:
+        return str(explicit)
+    return "native" if board.project in NATIVE_FAMILIES else "tflm"
+
+
+def _kib(n) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def _stage_unavailable(stage: str, error: ImportError) -> EdgekitError:
+    return EdgekitError(f"stage {stage} not available in this edgekit ({error.name or error})")
+
+
+def _load_recipe(path):
+    try:
+        from edgekit.recipe import load_recipe
+    except ImportError as error:
+        raise _stage_unavailable("recipe", error) from None
+    return load_recipe(path)
+
+
+def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advance):
+    """The graph of the int8 model: read as is, or optimized and quantized from a Keras model."""
+    from edgekit.tflite_model import parse_tflite, require_int8
+
+    if model_path.suffix == ".tflite":
+        graph = parse_tflite(model_path.read_bytes(), name=model_path.stem)
+        require_int8(graph)
+        stages.append({"stage": "quantize", "skipped": "the model is already a .tflite"})
+        advance("analyze")
+        return graph, None
+    if data is None:
+        raise UsageError(f"{model_path.name} is a float model: pass --data (calibration samples) to quantize it, "
+                         f"or give an int8 .tflite")
+    try:
+        from edgekit.data import load_dataset
+        from edgekit.models import load_model
+        from edgekit.quantize import quantize
+    except ImportError as error:
+        raise _stage_unavailable("quantize", error) from None
+    loaded = load_model(model_path)
+    dataset = load_dataset(data)
+    steps = list(getattr(recipe, "optimize", None) or getattr(recipe, "steps", None) or []) if recipe else []
+    optimize_report = None
+    if steps:
+        started = time.monotonic()
+        try:
+            from edgekit.optimize import run_recipe
+        except ImportError as error:
+            raise _stage_unavailable("optimize", error) from None
+        model, optimize_report = run_recipe(loaded.model, dataset, steps, quiet=True)
+        loaded = model
+        stages.append({"stage": "optimize", "seconds": round(time.monotonic() - started, 2)})
+    advance("quantize")
+    started = time.monotonic()
+    options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}
+    kwargs = {k: options[k] for k in ("calibration_samples", "eval_samples") if k in options}
+    result = quantize(loaded, dataset, quiet=True, **kwargs)
+    stages.append({"stage": "quantize", "seconds": round(time.monotonic() - started, 2),
+                   "report": {k: v for k, v in result.report.items() if not isinstance(v, (list, dict))}})
+    advance("analyze")
+    graph = parse_tflite(result.tflite_bytes, name=model_path.stem if model_path.is_file() else model_path.name)
+    require_int8(graph)
+    return graph, optimize_report
+
+
+def check_fit(graph, board, backend: str, report: dict) -> dict:
+    """Refuse a model that does not fit; returns where the arena goes ({'arena_in_psram': bool, ...})."""
+    ram, flash = report["ram"], report["flash"]
+    placement = {"arena_in_psram": False, "internal_ram_budget": board.ram_bytes - board.runtime_ram_estimate(backend)}
+    problems = []
+    if ram and ram["fits"] is False:
+        arena = report["ram_breakdown"]["arena_bytes"] or 0
+        if backend == "tflm" and board.psram_bytes and arena <= board.psram_bytes and board.project in (
+                "esp-idf", "cmake-arm"):
+            placement["arena_in_psram"] = True
+        else:
+            problems.append(f"it needs {_kib(ram['needed_bytes'])} of RAM and {board.name} has "
+                            f"{_kib(ram['available_bytes'])} ({_kib(-ram['margin_bytes'])} short)")
+    elif ram and ram["fits"] is None:
+        problems.append("TFLite Micro cannot load it")
+    if flash and flash["fits"] is False:
+        problems.append(f"it needs {_kib(flash['needed_bytes'])} of flash and {board.name} has "
+                        f"{_kib(flash['available_bytes'])} ({_kib(-flash['margin_bytes'])} short)")
+    if problems:
+        tips = report.get("suggestions") or []
+        hint = f"; what would help: {'; '.join(tips)}" if tips else ""
+        raise EdgekitError(f"{graph.name} does not fit {board.name} with the {backend} backend: "
+                           f"{' and '.join(problems)}{hint}")
+    return placement
+
+
+def check_tflm_arena(graph, board, arena_bytes: int | None, placement: dict) -> dict:
+    """The arena the project will reserve (measured + scratch + margin, or --arena-bytes) must fit the RAM too."""
+    from edgekit.codegen.tflm import arena_size
+
+    arena = arena_size(graph, board.project, arena_bytes)
+    runtime = board.runtime_ram_estimate("tflm")
+    if placement["arena_in_psram"] or arena.bytes + runtime <= board.ram_bytes:
+        return placement
+    if board.psram_bytes and arena.bytes <= board.psram_bytes and board.project in ("esp-idf", "cmake-arm"):
+        return dict(placement, arena_in_psram=True)
+    short = arena.bytes + runtime - board.ram_bytes
+    how = "set by --arena-bytes" if arena.overridden else (
+        f"{arena.target_bytes:,} measured for a 32-bit target + {arena.scratch_bytes:,} kernel scratch + "
+        f"{arena.margin_bytes:,} margin")
+    raise EdgekitError(
+        f"{graph.name} does not fit {board.name}: the TFLite Micro arena of {arena.bytes:,} bytes ({how}) plus "
+        f"{runtime:,} bytes of runtime needs {arena.bytes + runtime:,} bytes of RAM and the board has "
+        f"{board.ram_bytes:,} ({short:,} short); a smaller --arena-bytes (at least {arena.target_bytes:,}), a "
+        f"smaller input or channel pruning (edgekit optimize) would help")
+
+
+def _tensor(t) -> dict:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+            "scale": float(t.scale[0]) if t.scale.size else None,
+            "zero_point": int(t.zero_point[0]) if t.zero_point.size else None}
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    from edgekit.fileio import atomic_write_bytes
+
+    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+
+
+def build(model, board_name: str | None = None, out_dir=None, *, backend: str | None = None, data=None,
+          recipe=None, arena_bytes: int | None = None, compile: bool = True, flash: bool = False,
+          profile: bool = False, runs: int | None = None, port: str | None = None, quiet: bool = False,
+          progress=None) -> dict:
+    """Run the pipeline; returns the report (the --json document). `progress` is a console.progress() bar."""
+    from edgekit.analyze import analyze
+    from edgekit.boards import load_board
+    from edgekit.codegen.common import safe_file_stem
+    from edgekit.fileio import atomic_output_dir
+
+    recipe_obj = _load_recipe(recipe) if recipe else None
+    if recipe_obj is not None:
+        model = model or getattr(recipe_obj, "model", None)
+        data = data if data is not None else getattr(recipe_obj, "data", None)
+        board_name = board_name or getattr(recipe_obj, "board", None)
+        backend = backend or getattr(recipe_obj, "backend", None)
+    if not model:
+        raise UsageError("no model given; pass MODEL or a recipe that names one")
+    if not board_name:
+        raise UsageError("no board given; pass --board NAME (see `edgekit boards`)")
+    board = load_board(str(board_name))
+    backend = backend or default_backend(board)
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
+    if backend == "tflm" and board.project in NATIVE_FAMILIES:
+        raise UsageError(f"board {board.name} runs only the native backend (no TFLite Micro build for "
+                         f"{board.project} boards); use --backend native")
+    if arena_bytes is not None and arena_bytes <= 0:
+        raise UsageError(f"--arena-bytes must be positive, got {arena_bytes}")
+    if arena_bytes is not None and backend != "tflm":
+        raise UsageError("--arena-bytes applies to the tflm backend only (the native backend's arena is its plan)")
+    model_path = Path(model)
+    if not model_path.exists():
+        raise EdgekitError(f"model not found: {model_path}")
+
+    stage_names = ["quantize", "analyze", "generate", "compile"] + (["flash"] if flash else []) + (
+        ["profile"] if profile else [])
+    task = progress.add_task("quantize", total=len(stage_names)) if progress else None
+
+    def advance(next_stage: str) -> None:
+        if progress:
+            progress.update(task, description=next_stage)
+            progress.advance(task)
+
+    stages: list[dict] = []
+    graph, _ = _int8_model(model_path, data, recipe_obj, quiet, stages, advance)
+
+    started = time.monotonic()
+    report = analyze(graph, board, backend)
+    placement = check_fit(graph, board, backend, report)
+    if backend == "tflm":
+        placement = check_tflm_arena(graph, board, arena_bytes, placement)
+    stages.append({"stage": "analyze", "seconds": round(time.monotonic() - started, 2), "fits": True,
+                   "ram_bytes": report["ram_bytes"], "flash_bytes": report["flash_bytes"]})
+    advance("generate")
+
+    out = Path(out_dir) if out_dir else Path(f"build-{safe_file_stem(graph.name)}-{board.name}")
+    model_file = f"{safe_file_stem(graph.name)}.tflite"
+    started = time.monotonic()
+    manifest = {
+        "board": board.name, "backend": backend, "model": model_file, "model_sha256": graph.sha256,
+        "model_name": graph.name, "ops": graph.opcodes, "num_layers": len(graph.operators),
+        "arena_bytes": None, "sizes": None, "firmware": None, "runner": board.default_runner,
+        "input": _tensor(graph.input_tensors()[0]), "output": _tensor(graph.output_tensors()[0]),
+        "macs": report.get("macs"), "project": None,
+    }
+    project = None
+    with atomic_output_dir(out) as staging:
+        if backend == "tflm":
+            from edgekit.codegen.tflm import write_tflm_project
+
+            project = write_tflm_project(graph, board, staging, arena_bytes, placement["internal_ram_budget"])
+            manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(),
+                            arena_in_psram=project.arena_in_psram, project=project.family,
+                            build_hint=project.build_hint)
+        else:
+            try:
+                from edgekit.codegen.app import generate_native_project
+                import edgekit.codegen.native  # noqa: F401  (the native backend generator)
+            except ImportError as error:
+                raise _stage_unavailable("native codegen", error) from None
+            native = generate_native_project(graph, board, staging)  # replaces the staging folder as a whole
+            manifest.update(arena_bytes=native.arena_bytes, project=native.family)
+        (staging / model_file).write_bytes(graph.model_bytes)
+        _write_manifest(staging, manifest)
+    stages.append({"stage": "generate", "seconds": round(time.monotonic() - started, 2), "folder": str(out)})
+    advance("compile")
+
+    # Compiling happens in the final folder: build systems (CMake, ESP-IDF) record absolute paths.
+    started = time.monotonic()
+    compiled = None
+    if compile:
+        compiled = _compile(out, board, backend, project, manifest)
+        stages.append({"stage": "compile", "seconds": round(time.monotonic() - started, 2), **compiled})
+    else:
+        stages.append({"stage": "compile", "skipped": "--no-compile"})
+    _write_manifest(out, manifest)
+    advance("flash" if flash else "profile")
+
+    result = {"folder": str(out), "manifest": manifest, "analysis": {
+        "fits": report["fits"], "ram": report["ram"], "flash": report["flash"], "macs": report["macs"],
+        "params": report["params"]}, "stages": stages, "flash": None, "profile": None}
+    if flash:
+        from edgekit.flash import flash_build
+
+        if not manifest.get("firmware"):
+            raise EdgekitError(f"cannot flash: the project was not compiled ({compiled.get('skipped') if compiled else 'no compile'})")
+        result["flash"] = flash_build(out, port=port)
+        advance("profile")
+    if profile:
+        from edgekit.profile import profile_build
+
+        if not manifest.get("firmware"):
+            raise EdgekitError("cannot profile: the project was not compiled")
+        result["profile"] = profile_build(out, runs=runs, data=data, port=port)
+        advance("done")
+    return result
+
+
+def _compile(out: Path, board, backend: str, project, manifest: dict) -> dict:
+    """Compile when the board's toolchain is here; otherwise say in one line how to build."""
+    if backend == "native":
+        from edgekit.codegen.app import compile_project, find_compiler
+
+        try:
+            find_compiler(board)
+        except EdgekitError as missing:
+            return {"skipped": str(missing)}
+        done = compile_project(out, board)
+        manifest.update(firmware=str(Path(done.firmware).resolve().relative_to(out.resolve())), sizes=done.sizes)
+        return {"firmware": manifest["firmware"], "sizes": done.sizes}
+    from edgekit.toolchains import compile_tflm_project, detect
+
+    toolchain = detect(project.family)
+    if not toolchain.found:
+        return {"skipped": f"{toolchain.missing}; to build by hand: {project.build_hint} (in {out})"}
+    done = compile_tflm_project(out, board, project, toolchain)
+    manifest.update(firmware=done.firmware, sizes=done.sizes)
+    return {"firmware": done.firmware, "sizes": done.sizes, "log": done.log}

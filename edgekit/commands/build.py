@@ -1,0 +1,70 @@
+"""`edgekit build`: the pipeline, from a model to a project (and firmware) for one board."""
+
+import click
+
+from edgekit.console import fmt, info, json_option, print_json, progress, stdout_console, table
+
+
+@click.command("build")
+@click.argument("model", required=False, type=click.Path())
+@click.option("--board", "board_name", help="Target board (see `edgekit boards`).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Build folder (default: build-<model>-<board>).")
+@click.option("--backend", type=click.Choice(["tflm", "native"]),
+              help="tflm (TFLite Micro, real boards' default) or native (interpreter-free C).")
+@click.option("--data", type=click.Path(exists=True), help="Data for quantizing a float model (and for --profile).")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), help="An edgekit.toml recipe.")
+@click.option("--arena-bytes", type=int, help="Tensor arena size instead of the measured one (tflm backend).")
+@click.option("--no-compile", is_flag=True, help="Generate the project only, even when the toolchain is here.")
+@click.option("--flash", "do_flash", is_flag=True, help="Then flash the firmware (same as `edgekit flash`).")
+@click.option("--profile", "do_profile", is_flag=True, help="Then profile on the device (same as `edgekit profile`).")
+@click.option("--runs", type=int, help="Inferences for --profile.")
+@click.option("--port", help="Serial port of the board, for --flash/--profile on hardware.")
+@json_option
+def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_compile, do_flash, do_profile, runs,
+            port, as_json):
+    """Build MODEL (.keras/.h5/SavedModel with --data, or an int8 .tflite) for a board.
+
+    \b
+    Quantizes when needed, checks the model fits the board, generates the project (TFLite Micro for real
+    boards, native C for emulated and host boards), compiles it when the board's toolchain is installed,
+    and writes edgekit-build.json so that `edgekit flash DIR` and `edgekit profile DIR` need nothing else.
+    """
+    from edgekit.build import build
+
+    with progress(quiet=as_json) as bar:
+        result = build(model, board_name, out_dir, backend=backend, data=data, recipe=recipe,
+                       arena_bytes=arena_bytes, compile=not no_compile, flash=do_flash, profile=do_profile,
+                       runs=runs, port=port, quiet=as_json, progress=bar)
+    if as_json:
+        print_json(result)
+        return
+    manifest = result["manifest"]
+    analysis = result["analysis"]
+    console = stdout_console()
+    rows = []
+    for stage in result["stages"]:
+        detail = stage.get("skipped") or ""
+        if stage["stage"] == "analyze":
+            detail = (f"RAM {fmt(analysis['ram']['needed_bytes'])} of {fmt(analysis['ram']['available_bytes'])} B, "
+                      f"flash {fmt(analysis['flash']['needed_bytes'])} of {fmt(analysis['flash']['available_bytes'])} B")
+        elif stage["stage"] == "generate":
+            detail = f"{manifest['project']} project in {stage['folder']}"
+        elif stage["stage"] == "compile" and stage.get("firmware"):
+            sizes = stage.get("sizes") or {}
+            detail = f"{stage['firmware']}: flash {fmt(sizes.get('flash_bytes'))} B, static RAM " \
+                     f"{fmt(sizes.get('ram_static_bytes'))} B"
+        rows.append([stage["stage"], stage.get("seconds"), detail])
+    console.print(table(f"edgekit build: {manifest['model_name']} on {manifest['board']} ({manifest['backend']})",
+                        ["stage", "seconds", "result"], rows, right_align_from=1))
+    arena = manifest.get("arena_bytes")
+    console.print(f"operators: {', '.join(manifest['ops'])}; arena {fmt(arena)} bytes"
+                  + (" (external RAM)" if manifest.get("arena_in_psram") else ""), highlight=False)
+    if not manifest.get("firmware") and not no_compile:
+        info(f"not compiled: {result['stages'][-1].get('skipped', '')}")
+    if result.get("flash"):
+        console.print(f"flashed with {result['flash'].get('runner')}", highlight=False)
+    if result.get("profile"):
+        profile = result["profile"]
+        latency = profile.get("latency_ms") or profile.get("latency") or {}
+        console.print(f"profile: {latency}", highlight=False)
