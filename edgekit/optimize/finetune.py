@@ -72,12 +72,10 @@ def targets_and_loss(model, dataset, reference=None):
         return x, np.asarray(y, dtype=np.float32).reshape((len(x),) + outputs.shape[1:]), keras().losses.MeanSquaredError()
     if reference is None:
         raise EdgekitError("fine-tuning needs labels (y_train) or a reference model; the data has no labels")
-    targets = predict(reference, x)
-    if is_classifier(targets):
-        from edgekit.optimize.distill import soft_label_loss
+    from edgekit.optimize.distill import distillation_targets_and_loss
 
-        return x, targets, soft_label_loss(model, reference, x)
-    return x, targets, keras().losses.MeanSquaredError()
+    targets, loss = distillation_targets_and_loss(model, reference, x, None, temperature=1.0, alpha=1.0)
+    return x, targets, loss
 
 
 def train(model, x, y, loss, settings: TrainSettings, *, quiet: bool = False, description: str = "fine-tune",

@@ -112,44 +112,21 @@ def _kernel_of(layer):
 
 
 def int8_figures(model, dataset, calibration_samples: int = 100) -> dict | None:
-    """Flash and RAM of the fully int8 model a device would run, and its size after zlib compression.
+    """Flash and RAM of the fully int8 model a device would run, its zlib-compressed size and int8 accuracy.
 
     Unstructured sparsity only pays in the compressed size (a TFLite flatbuffer stores zeros like any weight);
-    structured pruning lowers all three. None when there is no data to calibrate with.
+    structured pruning lowers all of them. None when there is no data to calibrate with.
     """
     if dataset is None or getattr(dataset, "x_train", None) is None:
         return None
     from edgekit.memory_plan import plan_activations
+    from edgekit.quantize import quantize
     from edgekit.tflite_model import parse_tflite
 
-    data = int8_bytes(model, dataset, calibration_samples)
+    result = quantize(model, dataset, calibration_samples=calibration_samples, eval_samples=None,
+                      per_layer=False, quiet=True)
+    data = result.tflite_bytes
     graph = parse_tflite(data, "optimized")
     return {"flash_bytes": len(data), "zlib_bytes": len(zlib.compress(data, 9)),
-            "activation_bytes": int(plan_activations(graph).peak_bytes)}
-
-
-def int8_bytes(model, dataset, calibration_samples: int = 100) -> bytes:
-    """The fully int8 TFLite flatbuffer, through edgekit.quantize (the stage every other command uses)."""
-    try:
-        from edgekit.quantize import quantize
-    except ImportError:  # the quantize stage not installed yet: the plain TFLite converter, same settings
-        return _convert_int8(model, dataset.x_train[:calibration_samples])
-    return quantize(model, dataset, calibration_samples=calibration_samples, quiet=True).tflite_bytes
-
-
-def _convert_int8(model, samples) -> bytes:
-    from edgekit._tf import tensorflow
-
-    tf = tensorflow()
-
-    def representative():
-        for sample in samples:
-            yield [sample[None].astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+            "activation_bytes": int(plan_activations(graph).peak_bytes),
+            "accuracy": result.report.get("int8_accuracy"), "tflite_bytes": data}
