@@ -1,0 +1,490 @@
+"""Full-integer post-training quantization, and an honest report of what it cost.
+
+A Keras model (or SavedModel) is traced with a batch of 1, frozen, and converted by the TFLite converter with
+int8 weights (per channel), int8 activations, int8 input and output and only TFLITE_BUILTINS_INT8 operators. A
+float `.tflite` (no Keras source) goes through ai-edge-quantizer's static int8 recipe instead. Either way the
+result is checked to be fully int8, then float and int8 are compared on held-out data, per model and per layer.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+DEFAULT_CALIBRATION_SAMPLES = 200
+DEFAULT_EVAL_SAMPLES = 1000
+DEBUG_SAMPLES = 64  # samples run through the per-layer debugger: enough for stable per-layer statistics
+
+
+@dataclass
+class QuantizeResult:
+    tflite_bytes: bytes
+    report: dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host inference of .tflite models (ai_edge_litert), reusable by other stages
+
+
+def _interpreter(tflite_bytes: bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _native_stderr_captured() as log:
+        try:
+            interpreter = Interpreter(model_content=bytes(tflite_bytes))
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as error:
+            detail = " ".join((log.getvalue() or str(error)).split())[-240:]
+            raise EdgekitError(f"the LiteRT interpreter cannot run this model: {detail}") from None
+    return interpreter
+
+
+def run_tflite(tflite_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    """Run a single-input .tflite model on float samples; returns the first output, dequantized to float32.
+
+    int8/uint8 inputs are quantized with the model's own scale and zero point (round, saturate), exactly as a
+    device would be fed.
+    """
+    interpreter = _interpreter(tflite_bytes)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    x = np.asarray(x, dtype=np.float32)
+    shape = tuple(inp["shape"][1:])
+    if tuple(x.shape[1:]) != shape:
+        raise EdgekitError(f"data has samples of shape {tuple(x.shape[1:])} but the model expects {shape}")
+    results = []
+    for sample in x:
+        interpreter.set_tensor(inp["index"], quantize_array(sample[None], inp))
+        interpreter.invoke()
+        results.append(dequantize_array(interpreter.get_tensor(out["index"]), out)[0])
+    return np.stack(results)
+
+
+def quantize_array(x: np.ndarray, details: dict) -> np.ndarray:
+    """float -> the tensor's dtype with its (scale, zero_point); float tensors pass through."""
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero_point = details["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize_array(q: np.ndarray, details: dict) -> np.ndarray:
+    if np.dtype(details["dtype"]).kind == "f":
+        return q.astype(np.float32)
+    scale, zero_point = details["quantization"]
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def compare_outputs(reference: np.ndarray, candidate: np.ndarray, y=None) -> dict:
+    """Accuracy (with labels), top-1 agreement, cosine similarity and RMSE of candidate vs reference outputs."""
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    cand = candidate.reshape(len(candidate), -1).astype(np.float64)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    metrics = {
+        "top1_agreement": float(np.mean(_top1(ref) == _top1(cand))),
+        "cosine_similarity": float(np.mean(cosine)),
+        "rmse": float(np.sqrt(np.mean((ref - cand) ** 2))),
+        "max_abs_error": float(np.max(np.abs(ref - cand))),
+    }
+    if y is not None:
+        metrics["reference_accuracy"] = accuracy(reference, y)
+        metrics["candidate_accuracy"] = accuracy(candidate, y)
+    return metrics
+
+
+def _top1(outputs: np.ndarray) -> np.ndarray:
+    if outputs.shape[1] == 1:  # one sigmoid unit: the class is the side of 0.5
+        return (outputs[:, 0] > 0.5).astype(np.int64)
+    return outputs.argmax(axis=1)
+
+
+def accuracy(outputs: np.ndarray, y) -> float | None:
+    """Top-1 accuracy of class scores against integer labels (None when the output is not class scores)."""
+    flat = outputs.reshape(len(outputs), -1)
+    if y is None or (flat.shape[1] > 1 and int(np.max(y)) >= flat.shape[1]):
+        return None
+    return float(np.mean(_top1(flat) == np.asarray(y)))
+
+
+def evaluate_tflite(tflite_bytes: bytes, x: np.ndarray, y=None, reference_outputs=None) -> dict:
+    """Run a .tflite on float samples: its outputs, accuracy (with labels) and agreement with reference outputs."""
+    outputs = run_tflite(tflite_bytes, x)
+    result = {"outputs": outputs, "accuracy": accuracy(outputs, y) if y is not None else None}
+    if reference_outputs is not None:
+        result.update(compare_outputs(reference_outputs, outputs))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quantization
+
+
+def quantize(model_or_path, dataset, *, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+             eval_samples: int | None = DEFAULT_EVAL_SAMPLES, per_layer: bool = True,
+             quiet: bool = False) -> QuantizeResult:
+    """Quantize to a fully int8 .tflite and report float vs int8 on held-out data.
+
+    model_or_path: a path (.keras, .h5, SavedModel folder, .tflite), a LoadedModel or a Keras model.
+    dataset: a Dataset or a path for load_dataset.
+    """
+    from edgekit.console import info, progress
+    from edgekit.data import Dataset, load_dataset
+    from edgekit.models import LoadedModel, load_model, wrap_keras_model
+
+    if calibration_samples < 1:
+        raise EdgekitError(f"--calibration-samples is {calibration_samples}; expected at least 1")
+    if isinstance(model_or_path, LoadedModel):
+        loaded = model_or_path
+    elif hasattr(model_or_path, "predict") and hasattr(model_or_path, "inputs"):
+        loaded = wrap_keras_model(model_or_path)
+    else:
+        loaded = load_model(model_or_path)
+    if loaded.note:
+        info(f"note: {loaded.note}", quiet)
+    if loaded.framework == "tflite":
+        _check_float_tflite(loaded)
+    shape = loaded.input_shape
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, input_shape=shape)
+    if data.sample_shape != tuple(shape):
+        raise EdgekitError(f"data has samples of shape {data.sample_shape} but the model expects input of shape "
+                           f"{tuple(shape)}")
+    calibration = representative_subset(data.x_train, calibration_samples)
+    x_test, y_test = data.x_test, data.y_test
+    if eval_samples is not None and len(x_test) > eval_samples:
+        x_test, y_test = x_test[:eval_samples], None if y_test is None else y_test[:eval_samples]
+
+    with progress(quiet) as bar:
+        task = bar.add_task("quantizing", total=4)
+        if loaded.framework == "tflite":
+            float_bytes = bytes(loaded.model)
+            int8_bytes = _quantize_tflite(float_bytes, calibration)
+            method = "ai-edge-quantizer static_wi8_ai8"
+        else:
+            frozen = loaded.frozen_function(batch=1)
+            float_bytes = _convert(frozen)
+            bar.advance(task)
+            int8_bytes = _convert(frozen, calibration)
+            method = "TFLite converter, full integer (TFLITE_BUILTINS_INT8)"
+        bar.advance(task)
+        graph = _check_fully_int8(int8_bytes, loaded.name)
+        float_out = loaded.predict(x_test)
+        bar.advance(task)
+        int8_out = run_tflite(int8_bytes, x_test)
+        bar.advance(task)
+        layers = None
+        if per_layer:
+            if loaded.framework == "tflite":
+                layers = _layer_errors_aeq(float_bytes, int8_bytes, x_test[:DEBUG_SAMPLES])
+            else:
+                layers = _layer_errors_debugger(frozen, calibration, x_test[:DEBUG_SAMPLES])
+
+    metrics = compare_outputs(float_out, int8_out, y_test)
+    float_acc, int8_acc = metrics.pop("reference_accuracy", None), metrics.pop("candidate_accuracy", None)
+    inp, out = graph.input_tensors()[0], graph.output_tensors()[0]
+    report = {
+        "model": loaded.name,
+        "framework": loaded.framework,
+        "note": loaded.note,
+        "method": method,
+        "calibration_samples": int(len(calibration)),
+        "eval_samples": int(len(x_test)),
+        "labels": y_test is not None,
+        "float_accuracy": float_acc,
+        "int8_accuracy": int8_acc,
+        "accuracy_drop_points": None if float_acc is None or int8_acc is None else 100 * (float_acc - int8_acc),
+        **metrics,
+        "float_bytes": len(float_bytes),
+        "int8_bytes": len(int8_bytes),
+        "size_ratio": len(float_bytes) / len(int8_bytes),
+        "input": _tensor_info(inp),
+        "output": _tensor_info(out),
+        "ops": graph.opcodes,
+        "layers": layers,
+        "worst_layers": _worst(layers),
+    }
+    return QuantizeResult(int8_bytes, report)
+
+
+def representative_subset(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n samples spread over the whole training set (a fixed shuffle), not just its first rows."""
+    if len(x) <= n:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+
+
+def _tensor_info(t) -> dict:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+            "scale": float(t.scale[0]) if t.scale.size else None,
+            "zero_point": int(t.zero_point[0]) if t.zero_point.size else None}
+
+
+def _worst(layers, count: int = 5):
+    if not layers:
+        return None
+    ranked = sorted((l for l in layers if l.get("sqnr_db") is not None), key=lambda l: l["sqnr_db"])
+    return [{"index": l["index"], "op": l["op"], "tensor": l["tensor"], "sqnr_db": l["sqnr_db"]}
+            for l in ranked[:count]]
+
+
+def _check_float_tflite(loaded) -> None:
+    """A .tflite given to quantize must be a float model: int8 ones need nothing, half-quantized ones cannot be redone."""
+    from edgekit.tflite_model import parse_tflite
+
+    graph = parse_tflite(loaded.model, loaded.name)
+    if graph.is_fully_int8:
+        raise EdgekitError(f"{loaded.name} is already fully int8; use it directly with analyze/build "
+                           "(quantize expects a float model)")
+    if len(graph.inputs) != 1:
+        raise EdgekitError(f"{loaded.name} has {len(graph.inputs)} inputs; edgekit handles single-input models")
+    quantized = [t for t in graph.tensors if t.dtype in ("int8", "uint8") and t.is_constant]
+    if quantized:
+        first = graph.input_tensors()[0]
+        raise EdgekitError(f"{loaded.name} is already quantized but has a {first.dtype} input '{first.name}'; "
+                           "expected int8 input and output (re-convert the float model with edgekit quantize)")
+
+
+def _check_fully_int8(tflite_bytes: bytes, name: str):
+    from edgekit.tflite_model import parse_tflite
+
+    graph = parse_tflite(tflite_bytes, name)
+    if not graph.is_fully_int8:
+        floats = [f"{t.name} ({t.dtype})" for t in graph.tensors if t.dtype.startswith("float")][:3]
+        ends = [t.dtype for t in graph.input_tensors() + graph.output_tensors()]
+        raise EdgekitError(f"quantizing {name} did not give a fully int8 model (input/output {ends}, float tensors "
+                           f"{floats}); expected every operator to have an int8 kernel")
+    return graph
+
+
+@contextmanager
+def _native_stderr_captured():
+    """Capture what TensorFlow's C++ code prints on file descriptor 2 (calibration chatter), for error messages."""
+    saved = os.dup(2)
+    log = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield log
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            log.write(sink.read().decode("utf-8", "replace"))
+
+
+def _converter(frozen, calibration=None):
+    from edgekit._tf import tensorflow
+
+    tf = tensorflow()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter
+
+
+def _convert(frozen, calibration=None) -> bytes:
+    """Float conversion without `calibration`, full-int8 conversion with it."""
+    converter = _converter(frozen, calibration)
+    with _native_stderr_captured() as log:
+        try:
+            return bytes(converter.convert())
+        except Exception as error:
+            detail = _converter_error(str(error) + "\n" + log.getvalue())
+            what = "int8" if calibration is not None else "float"
+            raise EdgekitError(f"the TFLite converter cannot make a {what} model: {detail}") from None
+
+
+def _converter_error(text: str) -> str:
+    """The most telling line of a converter failure (an op without an int8 kernel, usually)."""
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    for key in ("error:", "Error", "not supported", "failed"):
+        for line in lines:
+            if key in line:
+                return line[:300]
+    return (lines[0] if lines else "unknown error")[:300]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Float .tflite through ai-edge-quantizer
+
+
+def _prepare_for_aeq(tflite_bytes: bytes) -> bytes:
+    """Give ai-edge-quantizer what it needs from an older flatbuffer.
+
+    It reads operators from `builtin_code` only (older files carry them in `deprecated_builtin_code`, which made
+    it see every FULLY_CONNECTED as an ADD) and it calibrates through a signature, which older files lack.
+    """
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
+    for code in model.operatorCodes:
+        code.builtinCode = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    if not model.signatureDefs:
+        subgraph = model.subgraphs[0]
+
+        def tensor_map(index):
+            entry = schema.TensorMapT()
+            name = subgraph.tensors[index].name
+            entry.name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            entry.tensorIndex = int(index)
+            return entry
+
+        signature = schema.SignatureDefT()
+        signature.inputs = [tensor_map(i) for i in subgraph.inputs]
+        signature.outputs = [tensor_map(i) for i in subgraph.outputs]
+        signature.signatureKey = "serving_default"
+        signature.subgraphIndex = 0
+        model.signatureDefs = [signature]
+    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _aeq_quantizer(float_bytes: bytes, calibration):
+    from ai_edge_quantizer import quantizer, recipe
+
+    prepared = _prepare_for_aeq(float_bytes)
+    q = quantizer.Quantizer(prepared, recipe.static_wi8_ai8())
+    signature = _interpreter(prepared).get_signature_list()
+    key = next(iter(signature))
+    name = signature[key]["inputs"][0]
+    return q, key, name
+
+
+def _quantize_tflite(float_bytes: bytes, calibration) -> bytes:
+    with _native_stderr_captured() as log:
+        try:
+            q, key, name = _aeq_quantizer(float_bytes, calibration)
+            calibration_result = q.calibrate({key: [{name: sample[None]} for sample in calibration]})
+            result = q.quantize(calibration_result, enable_progress_bar=False, enable_progress_report=False)
+        except EdgekitError:
+            raise
+        except Exception as error:
+            detail = _converter_error(str(error) + "\n" + log.getvalue())
+            raise EdgekitError(f"ai-edge-quantizer cannot quantize this model: {detail}") from None
+    return bytes(result.quantized_model)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-layer error
+
+
+def _sqnr_db(signal_power: float, noise_power: float) -> float | None:
+    if noise_power <= 0:
+        return None if signal_power <= 0 else 99.0
+    return float(10 * np.log10(max(signal_power, 1e-30) / noise_power))
+
+
+def _layer_errors_debugger(frozen, calibration, x_debug) -> list[dict] | None:
+    """Per int8 operator: its output against the float op fed with the same (dequantized) inputs.
+
+    TensorFlow's QuantizationDebugger builds a model where each quantized op is shadowed by its float twin; we
+    collect, per op, the error power against the power of the int8 output (-> SQNR in dB), the RMSE and the RMSE in units of the
+    output's quantization step (about 0.29 is pure rounding; much more means clipping or accumulated error).
+    """
+    from edgekit._tf import tensorflow
+
+    tf = tensorflow()
+    converter = _converter(frozen, calibration)
+    converter.inference_input_type = tf.float32  # the debugger feeds float samples
+    converter.inference_output_type = tf.float32
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        layer_direct_compare_metrics={
+            "signal_power": lambda f, q, s, zp: float(np.mean([
+                np.mean(np.square((np.asarray(a, np.float64) - zp) * s)) for a in q])),
+        })
+    dataset = lambda: ([sample[None]] for sample in x_debug)
+    with _native_stderr_captured():
+        try:
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset,
+                                                                 debug_options=options)
+            debugger.run()
+            text = io.StringIO()
+            debugger.layer_statistics_dump(text)
+        except Exception:
+            return None  # the per-layer view is a bonus; the model itself converted fine
+    return _parse_layer_dump(text.getvalue())
+
+
+def _parse_layer_dump(csv_text: str) -> list[dict]:
+    import csv
+
+    layers = []
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        signal, noise = float(row["signal_power"]), float(row["mean_squared_error"])
+        scale = float(row["scale"])
+        rmse = float(np.sqrt(noise))
+        layers.append({
+            "index": len(layers), "op": row["op_name"], "tensor": row["tensor_name"],
+            "sqnr_db": _sqnr_db(signal, noise), "rmse": rmse,
+            "rmse_steps": rmse / scale if scale > 0 else None,
+            "max_abs_error": float(row["max_abs_error"]),
+        })
+    return layers
+
+
+def _layer_errors_aeq(float_bytes: bytes, int8_bytes: bytes, x_debug) -> list[dict] | None:
+    """Per int8 tensor, against the float model's tensor of the same name (ai-edge-quantizer keeps names)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    from edgekit.tflite_model import parse_tflite
+
+    def all_tensors(model_bytes):
+        with _native_stderr_captured():
+            interpreter = Interpreter(model_content=bytes(model_bytes), experimental_preserve_all_tensors=True)
+            interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        names = {d["name"]: d for d in interpreter.get_tensor_details()}
+        sums = {}
+        for sample in x_debug:
+            interpreter.set_tensor(inp["index"], quantize_array(sample[None], inp))
+            interpreter.invoke()
+            for name, d in names.items():
+                try:
+                    value = interpreter.get_tensor(d["index"])
+                except ValueError:
+                    continue
+                sums.setdefault(name, []).append(dequantize_array(value, d))
+        return sums
+
+    try:
+        float_values = all_tensors(_prepare_for_aeq(float_bytes))
+        int8_values = all_tensors(int8_bytes)
+    except Exception:
+        return None
+    graph = parse_tflite(int8_bytes)
+    layers = []
+    for op in graph.operators:
+        t = graph.tensors[op.outputs[0]]
+        if t.name not in float_values or t.name not in int8_values:
+            continue
+        f = np.concatenate([v.ravel() for v in float_values[t.name]]).astype(np.float64)
+        q = np.concatenate([v.ravel() for v in int8_values[t.name]]).astype(np.float64)
+        if f.shape != q.shape:
+            continue
+        noise = float(np.mean((f - q) ** 2))
+        scale = float(t.scale[0]) if t.scale.size else 0.0
+        layers.append({"index": len(layers), "op": op.opcode, "tensor": t.name,
+                       "sqnr_db": _sqnr_db(float(np.mean(f ** 2)), noise), "rmse": float(np.sqrt(noise)),
+                       "rmse_steps": float(np.sqrt(noise)) / scale if scale > 0 else None,
+                       "max_abs_error": float(np.max(np.abs(f - q)))})
+    return layers or None
