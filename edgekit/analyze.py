@@ -142,12 +142,21 @@ def _arena_child() -> None:
     sys.stdout.write(json.dumps(vars(usage)))
 
 
+_ARENAS: dict[str, dict] = {}  # sha256 of the model -> tflm_arena(), so build's stages measure once
+
+
 def tflm_arena(graph: Graph) -> dict:
     """The arena TFLite Micro allocates for this model on the host, and the estimate for a 32-bit target.
 
     TFLite Micro runs in a child process: on a corrupted model its C++ code can crash (SIGSEGV), and that must
     become a one-line error, not the death of edgekit (the child costs about 0.3 s).
     """
+    if graph.sha256 not in _ARENAS:
+        _ARENAS[graph.sha256] = _measure_tflm_arena(graph)
+    return dict(_ARENAS[graph.sha256])
+
+
+def _measure_tflm_arena(graph: Graph) -> dict:
     child = subprocess.run([sys.executable, "-c", _ARENA_CHILD], input=graph.model_bytes, capture_output=True,
                            timeout=600)
     if child.returncode < 0:
@@ -222,7 +231,7 @@ def _suggestions(graph: Graph, report: dict, board, ram: dict, flash: dict) -> l
     ram_avail, flash_avail = ram["available_bytes"], flash["available_bytes"]
     if ram["fits"] is False:
         short = -ram["margin_bytes"]
-        arena = report["ram_breakdown"]["arena_bytes"]
+        arena = report["ram_breakdown"]["arena_bytes"] + report["ram_breakdown"]["kernel_scratch_bytes"]
         if board.psram_bytes and arena <= board.psram_bytes:
             tips.append(f"RAM is {_kib(short)} short: put the arena ({_kib(arena)}) in the board's PSRAM "
                         f"({_kib(board.psram_bytes)}), slower but large enough")
@@ -290,13 +299,16 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
 
     target_64bit = board is not None and board.arch == "host"
     tflm_arena_target = None
+    scratch = 0
     if arena is not None:
         tflm_arena_target = arena["total_bytes"] if target_64bit else arena["total_bytes_32bit"]
+        scratch = _kernel_scratch(graph, board)
     ram_runtime = {b: board.runtime_ram_estimate(b) if board is not None else 0 for b in BACKENDS}
     flash_runtime = {b: board.runtime_flash_estimate(b) if board is not None else 0 for b in BACKENDS}
     arena_by_backend = {"tflm": tflm_arena_target, "native": plan.peak_bytes}
-    ram_by_backend = {b: None if arena_by_backend[b] is None else arena_by_backend[b] + ram_runtime[b]
-                      for b in BACKENDS}
+    scratch_by_backend = {"tflm": scratch, "native": 0}
+    ram_by_backend = {b: None if arena_by_backend[b] is None else
+                      arena_by_backend[b] + scratch_by_backend[b] + ram_runtime[b] for b in BACKENDS}
     # TFLite Micro reads the flatbuffer itself; the native backend compiles only the constant tensors into C.
     flash_by_backend = {"tflm": len(graph.model_bytes) + flash_runtime["tflm"],
                         "native": weights_bytes + flash_runtime["native"]}
@@ -321,6 +333,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
         "tflm_arena": arena,
         "ram_bytes": ram_by_backend[backend],
         "ram_breakdown": {"arena_bytes": arena_by_backend[backend],
+                          "kernel_scratch_bytes": scratch_by_backend[backend],
                           "runtime_bytes": ram_runtime[backend]},
         "ram_needed_bytes_by_backend": ram_by_backend,
         "flash_bytes": flash_by_backend[backend],
@@ -351,6 +364,18 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
             report["fits"] = bool(ram["fits"] and flash["fits"])
             report["suggestions"] = _suggestions(graph, report, board, ram, flash)
     return report
+
+
+def _kernel_scratch(graph: Graph, board) -> int:
+    """Scratch of the board's optimized TFLite Micro kernels (CMSIS-NN, ESP-NN), which the host's reference
+    kernels do not ask for; the same estimate the generated project sizes its arena with."""
+    if board is None or board.arch == "host":
+        return 0
+    try:
+        from edgekit.codegen.tflm import kernel_scratch_bytes
+    except ImportError:
+        return 0
+    return int(kernel_scratch_bytes(graph, board.project))
 
 
 def _tensor_info(t) -> dict:

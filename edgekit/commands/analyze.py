@@ -41,7 +41,8 @@ def _show(report: dict) -> None:
         for what, key, breakdown in (("RAM", "ram", report["ram_breakdown"]),
                                      ("flash", "flash", report["flash_breakdown"])):
             b = report[key]
-            parts = " + ".join(f"{k.replace('_bytes', '')} {_kib(v)}" for k, v in breakdown.items())
+            parts = " + ".join(f"{k.replace('_bytes', '').replace('_', ' ')} {_kib(v)}"
+                             for k, v in breakdown.items() if v or k != "kernel_scratch_bytes")
             rows.append([what, _kib(b["needed_bytes"]), _kib(b["available_bytes"]),
                          None if b["margin_bytes"] is None else f"{b['margin_bytes'] / 1024:+,.1f} KiB "
                                                                 f"({b['margin_percent']:+.1f}%)",
