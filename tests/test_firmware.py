@@ -147,6 +147,17 @@ def test_mps2_an386_answers_the_protocol_with_repeatable_ticks(firmwares):
     assert 0 < sum(layer_ticks) <= ticks
 
 
+def runner_session(board: str, result):
+    """A session through edgekit.flash's QEMU runner and edgekit.device's client, as `edgekit profile` opens it."""
+    from edgekit.flash import Build, QemuRunner, RunnerArgs
+
+    board = load_board(board)
+    project_dir = result.firmware.parent.parent
+    build = Build(project_dir, {"board": board.name, "firmware": str(result.firmware.relative_to(project_dir))},
+                  board)
+    return QemuRunner.create(board, build, RunnerArgs()).open_session()
+
+
 @needs_arm_gcc
 @needs_qemu
 @pytest.mark.slow
@@ -158,16 +169,21 @@ def test_every_emulated_board_builds_and_boots(firmwares, board):
     sizes = result.sizes
     assert sizes["flash_bytes"] == sizes["text"] + sizes["data"] and sizes["stack_bytes"] == 16384
     assert sizes["flash_bytes"] < load_board(board).flash_bytes
-    dev = session(board, result.firmware)
+    session = runner_session(board, result)
     try:
-        assert dev.ask("name") == ["m-name-dut-[edgekit]"]
-        assert dev.ask("ek-info")[-1] == f"m-ek-info-tps-{load_board(board).emulator['systick_hz']}"
-        assert dev.ask("db load 12") == ["m-[Expecting 12 bytes]"]
-        assert dev.ask("db " + bytes(range(12)).hex()) == ["m-load-done"]
-        assert dev.ask("infer 2 1")[-1] == "m-results-[3,12,21,30]"
-        assert int(dev.ask("ek-mem")[2][len("m-ek-mem-stack-"):]) > 0
+        device = session.device
+        assert session.boot_lines == []  # nothing but the banner before the first answer
+        info = device.info()
+        assert (info.input_bytes, info.output_bytes, info.layers) == (12, 4, 2)
+        assert info.ticks_per_second == load_board(board).emulator["systick_hz"]
+        device.load_input(bytes(range(12)))
+        assert device.infer(runs=2, warmup=1).results == [3, 12, 21, 30]
+        assert device.output() == bytes([3, 12, 21, 30])
+        ticks, runs = device.ticks()
+        assert runs == 2 and ticks > 0
+        assert device.memory()["stack"] > 0
     finally:
-        dev.close()
+        session.close()
     assert time.monotonic() - started < 10
 
 
@@ -206,17 +222,15 @@ def test_native_backend_in_qemu_matches_tflite_micro(tmp_path, int8_model_path):
     project = generate_native_project(load_tflite(path), "mps2-an386", tmp_path / "ad")
     result = compile_project(project.path, "mps2-an386")
     assert result.warnings == [], result.warnings[:5]
-    dev = session("mps2-an386", result.firmware)
+    session = runner_session("mps2-an386", result)
     try:
-        info = dev.ask("ek-info")
-        input_bytes = int(info[1].split("-")[4])
-        data = np.random.default_rng(1).integers(-128, 128, size=input_bytes, dtype=np.int8)
-        assert dev.ask(f"db load {input_bytes}") == [f"m-[Expecting {input_bytes} bytes]"]
-        for start in range(0, input_bytes, 500):
-            dev.ask("db " + data[start:start + 500].tobytes().hex())
-        dev.ask("infer 1 0")
-        out = np.frombuffer(bytes.fromhex(dev.ask("ek-out")[0][len("m-ek-out-"):]), dtype=np.int8)
-        assert int(dev.ask("ek-mem")[2][len("m-ek-mem-stack-"):]) > 0
+        device = session.device
+        data = np.random.default_rng(1).integers(-128, 128, size=device.info().input_bytes, dtype=np.int8)
+        device.load_input(data.tobytes())
+        device.infer(runs=1, warmup=0)
+        out = np.frombuffer(device.output(), dtype=np.int8)
+        assert device.memory()["stack"] > 0
+        assert len(device.layers()) == device.info().layers
     finally:
-        dev.close()
+        session.close()
     np.testing.assert_array_equal(out, run_reference(path.read_bytes(), data[None, :])[0].reshape(-1))
