@@ -65,22 +65,82 @@ def _align(n: int) -> int:
 
 def place(buffers: list[Buffer]) -> None:
     """Assign offsets in place: largest first, lowest offset free over the buffer's lifetime."""
+    _place_greedy(buffers, sorted(buffers, key=lambda b: (-b.size, b.first, b.tensor)), {}, mirrored=False)
+
+
+def _forbidden(buf: Buffer, p: Buffer, overlaps: dict[tuple[int, int], int], mirrored: bool) -> tuple[int, int]:
+    """Open interval of start positions for `buf` that collide with the placed buffer `p`.
+
+    Positions count from the bottom of the arena, or from its top when `mirrored`. An entry (input, output) -> d of
+    `overlaps` lets that output start up to d bytes below the input it overwrites, instead of beside it.
+    """
+    if mirrored:
+        d = overlaps.get((p.tensor, buf.tensor))
+        if d is not None:  # p is the input, buf the output written over it
+            return p.offset - buf.size, p.offset + p.size + d - buf.size
+        d = overlaps.get((buf.tensor, p.tensor))
+        if d is not None:  # buf is the input, p the output written over it
+            return p.offset + p.size - buf.size - d, p.offset + p.size
+        return p.offset - buf.size, p.offset + p.size
+    d = overlaps.get((p.tensor, buf.tensor))
+    if d is not None:
+        return p.offset - d, p.offset + p.size
+    d = overlaps.get((buf.tensor, p.tensor))
+    if d is not None:
+        return p.offset - buf.size, p.offset + d
+    return p.offset - buf.size, p.offset + p.size
+
+
+def _place_greedy(buffers: list[Buffer], order: list[Buffer], overlaps: dict[tuple[int, int], int], *,
+                  mirrored: bool) -> int:
+    """Place `order` one by one at the lowest free position; returns the peak. Mirrored fills from the top."""
     placed: list[Buffer] = []
-    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.tensor)):
-        overlapping = sorted(
-            (p for p in placed if p.first <= buf.last and buf.first <= p.last), key=lambda p: p.offset
+    for buf in order:
+        intervals = sorted(
+            _forbidden(buf, p, overlaps, mirrored) for p in placed if p.first <= buf.last and buf.first <= p.last
         )
         offset = 0
-        for p in overlapping:
-            if offset + buf.size <= p.offset:
+        for low, high in intervals:
+            if offset <= low:
                 break
-            offset = max(offset, _align(p.offset + p.size))
+            if offset < high:
+                offset = _align(high)
         buf.offset = offset
         placed.append(buf)
+    peak = max((b.offset + b.size for b in buffers), default=0)
+    if mirrored:  # positions were counted from the top: turn them into offsets from the bottom
+        for b in buffers:
+            b.offset = peak - b.offset - b.size
+    return peak
 
 
-def plan_activations(graph: Graph, *, alias_views: bool = True) -> MemoryPlan:
-    """Plan every non-constant tensor of the graph (graph inputs and outputs included)."""
+def place_in_place(buffers: list[Buffer], overlaps: dict[tuple[int, int], int]) -> None:
+    """Like `place`, but an output may overlap an input that dies where it is written (in-place-aware planning).
+
+    Outputs tend to drift downwards below their inputs, so besides TFLite Micro's order (largest first, from the
+    bottom) the arena is also filled from the top and in execution order; the smallest peak wins.
+    """
+    orders = [sorted(buffers, key=lambda b: (-b.size, b.first, b.tensor)),
+              sorted(buffers, key=lambda b: (b.first, -b.size, b.tensor))]
+    best = None
+    for mirrored in (False, True):
+        for order in orders:
+            peak = _place_greedy(buffers, order, overlaps, mirrored=mirrored)
+            if best is None or peak < best[0]:
+                best = (peak, [b.offset for b in buffers])
+    for b, offset in zip(buffers, best[1]):
+        b.offset = offset
+
+
+def plan_activations(graph: Graph, *, alias_views: bool = True, overlaps: dict[tuple[int, int], int] | None = None,
+                     keep_inputs: bool = False) -> MemoryPlan:
+    """Plan every non-constant tensor of the graph (graph inputs and outputs included).
+
+    `overlaps` (input tensor, output tensor) -> d: the operator writing that output reads its input far enough
+    ahead that the output may start d bytes below the input when the input dies there (the native backend
+    computes d per kernel). Pairs whose input lives on are ignored. `keep_inputs` keeps the graph inputs alive to
+    the end (a caller may run the model again on the same input).
+    """
     n_ops = len(graph.operators)
     aliases: dict[int, int] = {}
     if alias_views:
@@ -105,7 +165,18 @@ def plan_activations(graph: Graph, *, alias_views: bool = True) -> MemoryPlan:
                 touch(t, op.index)
     for o in graph.outputs:
         touch(o, n_ops)
+    if keep_inputs:
+        for i in graph.inputs:
+            touch(i, n_ops)
 
     buffers = [Buffer(tensor=t, size=_align(graph.tensors[t].nbytes), first=first[t], last=last[t]) for t in first]
-    place(buffers)
+    if overlaps:
+        valid = {}
+        for (source, target), d in overlaps.items():
+            source, target = aliases.get(source, source), aliases.get(target, target)
+            if source in last and target in first and source != target and last[source] == first[target]:
+                valid[(source, target)] = _align(max(int(d), 0))
+        place_in_place(buffers, valid)
+    else:
+        place(buffers)
     return MemoryPlan(buffers=buffers, aliases=aliases, num_operators=n_ops)

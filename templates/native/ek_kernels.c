@@ -1,0 +1,560 @@
+/* ek_kernels.c - int8 kernels of edgekit's native backend, bit-exact with TensorFlow Lite Micro.
+ *
+ * The integer arithmetic follows TFLite Micro's reference kernels: a 32-bit accumulator per output, then the
+ * fixed-point requantization (a saturating, rounding doubling high multiply followed by a rounding right
+ * shift), the output zero point and the activation clamp. Softmax, logistic and tanh use the same gemmlowp
+ * fixed-point exp/reciprocal approximations as TFLite. No libm, no allocation, no global state.
+ */
+#include "ek_kernels.h"
+
+#define EK_INT32_MIN (-2147483647 - 1)
+#define EK_INT32_MAX 2147483647
+
+static inline int32_t ek_min(int32_t a, int32_t b) { return a < b ? a : b; }
+static inline int32_t ek_max(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t ek_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Fixed-point primitives (gemmlowp's semantics).
+ */
+
+/* round(a * b / 2^31), rounding half away from zero, saturating the single overflow case. */
+static inline int32_t ek_srdhm(int32_t a, int32_t b) {
+  int64_t ab;
+  int64_t nudge;
+  if (a == b && a == EK_INT32_MIN) {
+    return EK_INT32_MAX;
+  }
+  ab = (int64_t)a * (int64_t)b;
+  nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/* x / 2^exponent, rounding half away from zero. */
+static inline int32_t ek_rdbpot(int32_t x, int exponent) {
+  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* x * 2^exponent, saturating (gemmlowp's SaturatingRoundingMultiplyByPOT for a positive exponent). */
+static inline int32_t ek_sat_shl(int32_t x, int exponent) {
+  const int32_t threshold = (int32_t)(((int64_t)1 << (31 - exponent)) - 1);
+  if (x > threshold) {
+    return EK_INT32_MAX;
+  }
+  if (x < -threshold) {
+    return EK_INT32_MIN;
+  }
+  return (int32_t)((uint32_t)x << exponent);
+}
+
+/* TFLite's MultiplyByQuantizedMultiplier: x * mult * 2^(shift - 31), rounded. */
+static inline int32_t ek_requantize(int32_t x, int32_t mult, int32_t shift) {
+  const int left = shift > 0 ? shift : 0;
+  const int right = shift > 0 ? 0 : -shift;
+  return ek_rdbpot(ek_srdhm((int32_t)((uint32_t)x << left), mult), right);
+}
+
+static inline int ek_clz32(uint32_t x) {
+#if defined(__GNUC__)
+  return x == 0u ? 32 : __builtin_clz(x);
+#else
+  int n = 0;
+  if (x == 0u) {
+    return 32;
+  }
+  while ((x & 0x80000000u) == 0u) {
+    x <<= 1;
+    n++;
+  }
+  return n;
+#endif
+}
+
+/* exp(a) for a in [-1/4, 0), Q0.31 in and out: Taylor series around -1/8. */
+static int32_t ek_exp_on_interval(int32_t a) {
+  const int32_t constant_term = 1895147668;     /* exp(-1/8) */
+  const int32_t constant_1_over_3 = 715827883;  /* 1/3 */
+  const int32_t x = a + ((int32_t)1 << 28);    /* a + 1/8 */
+  const int32_t x2 = ek_srdhm(x, x);
+  const int32_t x3 = ek_srdhm(x2, x);
+  const int32_t x4 = ek_srdhm(x2, x2);
+  const int32_t x4_over_4 = ek_rdbpot(x4, 2);
+  const int32_t poly = ek_rdbpot(ek_srdhm(x4_over_4 + x3, constant_1_over_3) + x2, 1);
+  return constant_term + ek_srdhm(constant_term, x + poly);
+}
+
+/* exp(a) for a <= 0 given with `int_bits` integer bits; result in Q0.31. */
+static int32_t ek_exp_on_negative_values(int32_t a, int int_bits) {
+  static const int32_t multipliers[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
+  const int frac_bits = 31 - int_bits;
+  const int32_t one_quarter = (int32_t)1 << (frac_bits - 2);
+  const int32_t mask = one_quarter - 1;
+  const int32_t a_mod_quarter_minus_quarter = (a & mask) - one_quarter;
+  const int32_t remainder = a_mod_quarter_minus_quarter - a;
+  int32_t result = ek_exp_on_interval(ek_sat_shl(a_mod_quarter_minus_quarter, int_bits));
+  int exponent;
+  for (exponent = -2; exponent <= 4; exponent++) {
+    if (int_bits > exponent && (remainder & ((int32_t)1 << (frac_bits + exponent))) != 0) {
+      result = ek_srdhm(result, multipliers[exponent + 2]);
+    }
+  }
+  if (int_bits > 5 && a < -((int32_t)1 << (36 - int_bits))) {
+    result = 0;
+  }
+  return a == 0 ? EK_INT32_MAX : result;
+}
+
+/* Newton-Raphson iterations shared by the two divisions below; returns x ~ 1/half_denominator in Q2.29. */
+static int32_t ek_newton_reciprocal(int32_t half_denominator) {
+  const int32_t constant_48_over_17 = 1515870810;
+  const int32_t constant_neg_32_over_17 = -1010580540;
+  int32_t x = constant_48_over_17 + ek_srdhm(half_denominator, constant_neg_32_over_17);
+  int i;
+  for (i = 0; i < 3; i++) {
+    const int32_t one_minus = ((int32_t)1 << 29) - ek_srdhm(half_denominator, x);
+    x = x + ek_sat_shl(ek_srdhm(x, one_minus), 2);
+  }
+  return x;
+}
+
+static int32_t ek_rounding_half_sum(int32_t a, int32_t b) {
+  const int64_t sum = (int64_t)a + (int64_t)b;
+  return (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+}
+
+/* 1 / (1 + a) for a in [0, 1), Q0.31 in and out. */
+static int32_t ek_one_over_one_plus_x(int32_t a) {
+  return ek_sat_shl(ek_newton_reciprocal(ek_rounding_half_sum(a, EK_INT32_MAX)), 1);
+}
+
+/* (1 - a) / (1 + a) for a in [0, 1), Q0.31 in and out. */
+static int32_t ek_one_minus_x_over_one_plus_x(int32_t a) {
+  return ek_sat_shl(ek_newton_reciprocal(ek_rounding_half_sum(a, EK_INT32_MAX)) - ((int32_t)1 << 29), 2);
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Convolutions.
+ */
+
+void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
+  const int32_t out_c = p->out_c;
+  const int32_t k_h = p->k_h, k_w = p->k_w;
+  const int32_t dil_h = p->dil_h, dil_w = p->dil_w;
+  const int32_t taps = k_h * k_w * in_c;
+  const int32_t pad_value = p->in_zp;
+  const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+  const int32_t pointwise = (k_h == 1 && k_w == 1);
+  int32_t oy, ox, oc, ky, kx, ic;
+  for (oy = 0; oy < p->out_h; oy++) {
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    for (ox = 0; ox < p->out_w; ox++) {
+      const int32_t ix0 = ox * p->stride_w - p->pad_left;
+      const int32_t inside = iy0 >= 0 && ix0 >= 0 && iy0 + (k_h - 1) * dil_h < in_h && ix0 + (k_w - 1) * dil_w < in_w;
+      const int8_t *w = p->weights;
+      for (oc = 0; oc < out_c; oc++) {
+        int32_t acc = p->bias[oc];
+        if (pointwise && inside) {
+          const int8_t *x = input + (iy0 * in_w + ix0) * in_c;
+          for (ic = 0; ic < in_c; ic++) {
+            acc += (int32_t)w[ic] * x[ic];
+          }
+        } else if (inside) {
+          for (ky = 0; ky < k_h; ky++) {
+            const int8_t *row = input + ((iy0 + ky * dil_h) * in_w + ix0) * in_c;
+            const int8_t *wr = w + ky * k_w * in_c;
+            for (kx = 0; kx < k_w; kx++) {
+              const int8_t *x = row + kx * dil_w * in_c;
+              const int8_t *wk = wr + kx * in_c;
+              for (ic = 0; ic < in_c; ic++) {
+                acc += (int32_t)wk[ic] * x[ic];
+              }
+            }
+          }
+        } else {
+          for (ky = 0; ky < k_h; ky++) {
+            const int32_t iy = iy0 + ky * dil_h;
+            for (kx = 0; kx < k_w; kx++) {
+              const int32_t ix = ix0 + kx * dil_w;
+              const int8_t *wk = w + (ky * k_w + kx) * in_c;
+              if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
+                const int8_t *x = input + (iy * in_w + ix) * in_c;
+                for (ic = 0; ic < in_c; ic++) {
+                  acc += (int32_t)wk[ic] * x[ic];
+                }
+              } else {
+                int32_t sum = 0;
+                for (ic = 0; ic < in_c; ic++) {
+                  sum += wk[ic];
+                }
+                acc += sum * pad_value; /* a padded tap contributes nothing once the zero point is removed */
+              }
+            }
+          }
+        }
+        acc = ek_requantize(acc, p->mult[oc], p->shift[oc]) + out_zp;
+        *output++ = (int8_t)ek_clamp(acc, act_min, act_max);
+        w += taps;
+      }
+    }
+  }
+}
+
+void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
+  const int32_t k_h = p->k_h, k_w = p->k_w;
+  const int32_t dil_h = p->dil_h, dil_w = p->dil_w;
+  const int32_t taps = k_h * k_w;
+  const int32_t mult_c = p->depth_multiplier;
+  const int32_t pad_value = p->in_zp;
+  const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+  int32_t oy, ox, ic, m, ky, kx;
+  for (oy = 0; oy < p->out_h; oy++) {
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    for (ox = 0; ox < p->out_w; ox++) {
+      const int32_t ix0 = ox * p->stride_w - p->pad_left;
+      const int32_t inside = iy0 >= 0 && ix0 >= 0 && iy0 + (k_h - 1) * dil_h < in_h && ix0 + (k_w - 1) * dil_w < in_w;
+      int32_t oc = 0;
+      for (ic = 0; ic < in_c; ic++) {
+        for (m = 0; m < mult_c; m++, oc++) {
+          const int8_t *w = p->weights + oc * taps;
+          int32_t acc = p->bias[oc];
+          if (inside) {
+            for (ky = 0; ky < k_h; ky++) {
+              const int8_t *x = input + ((iy0 + ky * dil_h) * in_w + ix0) * in_c + ic;
+              for (kx = 0; kx < k_w; kx++) {
+                acc += (int32_t)w[kx] * x[kx * dil_w * in_c];
+              }
+              w += k_w;
+            }
+          } else {
+            for (ky = 0; ky < k_h; ky++) {
+              const int32_t iy = iy0 + ky * dil_h;
+              for (kx = 0; kx < k_w; kx++) {
+                const int32_t ix = ix0 + kx * dil_w;
+                const int32_t x = (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) ? input[(iy * in_w + ix) * in_c + ic]
+                                                                                  : pad_value;
+                acc += (int32_t)w[kx] * x;
+              }
+              w += k_w;
+            }
+          }
+          acc = ek_requantize(acc, p->mult[oc], p->shift[oc]) + out_zp;
+          *output++ = (int8_t)ek_clamp(acc, act_min, act_max);
+        }
+      }
+    }
+  }
+}
+
+void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t in_n = p->in_n;
+  int32_t b, o, i;
+  for (b = 0; b < p->batches; b++) {
+    const int8_t *w = p->weights;
+    for (o = 0; o < p->out_n; o++) {
+      int32_t acc = p->bias[o];
+      for (i = 0; i < in_n; i++) {
+        acc += (int32_t)w[i] * input[i];
+      }
+      acc = ek_requantize(acc, p->mult[o], p->shift[o]) + p->out_zp;
+      *output++ = (int8_t)ek_clamp(acc, p->act_min, p->act_max);
+      w += in_n;
+    }
+    input += in_n;
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Pooling.
+ */
+
+void ek_avg_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t channels = p->channels;
+  int32_t oy, ox, c, y, x;
+  for (oy = 0; oy < p->out_h; oy++) {
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    const int32_t y0 = ek_max(0, iy0), y1 = ek_min(p->in_h, iy0 + p->k_h);
+    for (ox = 0; ox < p->out_w; ox++) {
+      const int32_t ix0 = ox * p->stride_w - p->pad_left;
+      const int32_t x0 = ek_max(0, ix0), x1 = ek_min(p->in_w, ix0 + p->k_w);
+      const int32_t count = (y1 - y0) * (x1 - x0);
+      for (c = 0; c < channels; c++) {
+        int32_t acc = 0;
+        for (y = y0; y < y1; y++) {
+          const int8_t *row = input + (y * p->in_w) * channels + c;
+          for (x = x0; x < x1; x++) {
+            acc += row[x * channels];
+          }
+        }
+        if (count > 0) { /* TFLite rounds half away from zero */
+          acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+        }
+        *output++ = (int8_t)ek_clamp(acc, p->act_min, p->act_max);
+      }
+    }
+  }
+}
+
+void ek_max_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t channels = p->channels;
+  int32_t oy, ox, c, y, x;
+  for (oy = 0; oy < p->out_h; oy++) {
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    const int32_t y0 = ek_max(0, iy0), y1 = ek_min(p->in_h, iy0 + p->k_h);
+    for (ox = 0; ox < p->out_w; ox++) {
+      const int32_t ix0 = ox * p->stride_w - p->pad_left;
+      const int32_t x0 = ek_max(0, ix0), x1 = ek_min(p->in_w, ix0 + p->k_w);
+      for (c = 0; c < channels; c++) {
+        int32_t best = -128;
+        for (y = y0; y < y1; y++) {
+          const int8_t *row = input + (y * p->in_w) * channels + c;
+          for (x = x0; x < x1; x++) {
+            best = ek_max(best, row[x * channels]);
+          }
+        }
+        *output++ = (int8_t)ek_clamp(best, p->act_min, p->act_max);
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Elementwise.
+ */
+
+static inline int8_t ek_add_one(const ek_binary_params_t *p, int32_t a, int32_t b) {
+  const int32_t sa = ek_requantize((a + p->a_offset) * (1 << p->left_shift), p->a_mult, p->a_shift);
+  const int32_t sb = ek_requantize((b + p->b_offset) * (1 << p->left_shift), p->b_mult, p->b_shift);
+  const int32_t out = ek_requantize(sa + sb, p->out_mult, p->out_shift) + p->out_zp;
+  return (int8_t)ek_clamp(out, p->act_min, p->act_max);
+}
+
+static inline int8_t ek_mul_one(const ek_binary_params_t *p, int32_t a, int32_t b) {
+  const int32_t out = ek_requantize((a + p->a_offset) * (b + p->b_offset), p->out_mult, p->out_shift) + p->out_zp;
+  return (int8_t)ek_clamp(out, p->act_min, p->act_max);
+}
+
+/* Visits the output in raster order; broadcast inputs step with stride 0 along their size-1 dimensions. */
+#define EK_BINARY_LOOP(ONE)                                                                                  \
+  do {                                                                                                       \
+    if (!p->broadcast) {                                                                                     \
+      const int32_t n = p->dims[0] * p->dims[1] * p->dims[2] * p->dims[3];                                   \
+      int32_t i;                                                                                             \
+      for (i = 0; i < n; i++) {                                                                              \
+        output[i] = ONE(p, a[i], b[i]);                                                                      \
+      }                                                                                                      \
+    } else {                                                                                                 \
+      int32_t i0, i1, i2, i3;                                                                                \
+      for (i0 = 0; i0 < p->dims[0]; i0++) {                                                                  \
+        for (i1 = 0; i1 < p->dims[1]; i1++) {                                                                \
+          for (i2 = 0; i2 < p->dims[2]; i2++) {                                                              \
+            const int8_t *ra = a + i0 * p->a_strides[0] + i1 * p->a_strides[1] + i2 * p->a_strides[2];       \
+            const int8_t *rb = b + i0 * p->b_strides[0] + i1 * p->b_strides[1] + i2 * p->b_strides[2];       \
+            for (i3 = 0; i3 < p->dims[3]; i3++) {                                                            \
+              *output++ = ONE(p, ra[i3 * p->a_strides[3]], rb[i3 * p->b_strides[3]]);                        \
+            }                                                                                                \
+          }                                                                                                  \
+        }                                                                                                    \
+      }                                                                                                      \
+    }                                                                                                        \
+  } while (0)
+
+void ek_add_s8(const ek_binary_params_t *p, const int8_t *a, const int8_t *b, int8_t *output) {
+  EK_BINARY_LOOP(ek_add_one);
+}
+
+void ek_mul_s8(const ek_binary_params_t *p, const int8_t *a, const int8_t *b, int8_t *output) {
+  EK_BINARY_LOOP(ek_mul_one);
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Softmax, logistic, tanh.
+ */
+
+void ek_softmax_s8(const ek_softmax_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t depth = p->depth;
+  int32_t r, c;
+  for (r = 0; r < p->rows; r++) {
+    const int8_t *row = input + r * depth;
+    int8_t *out = output + r * depth;
+    int32_t max_in_row = -128;
+    int32_t sum_of_exps = 0; /* Q12.19 */
+    int32_t headroom, num_bits_over_unit, shifted_scale;
+    for (c = 0; c < depth; c++) {
+      max_in_row = ek_max(max_in_row, row[c]);
+    }
+    for (c = 0; c < depth; c++) {
+      const int32_t diff = row[c] - max_in_row;
+      if (diff >= p->diff_min) {
+        const int32_t scaled = ek_srdhm(diff * (1 << p->input_left_shift), p->input_mult); /* Q5.26 */
+        sum_of_exps += ek_rdbpot(ek_exp_on_negative_values(scaled, 5), 12);
+      }
+    }
+    headroom = ek_clz32((uint32_t)sum_of_exps);
+    num_bits_over_unit = 12 - headroom;
+    shifted_scale = ek_one_over_one_plus_x((int32_t)(((uint32_t)sum_of_exps << headroom) - ((uint32_t)1 << 31)));
+    for (c = 0; c < depth; c++) {
+      const int32_t diff = row[c] - max_in_row;
+      int32_t value = -128;
+      if (diff >= p->diff_min) {
+        const int32_t scaled = ek_srdhm(diff * (1 << p->input_left_shift), p->input_mult);
+        const int32_t e = ek_exp_on_negative_values(scaled, 5);
+        value = ek_clamp(ek_rdbpot(ek_srdhm(shifted_scale, e), num_bits_over_unit + 31 - 8) - 128, -128, 127);
+      }
+      out[c] = (int8_t)value;
+    }
+  }
+}
+
+void ek_logistic_s8(const ek_activation_params_t *p, const int8_t *input, int8_t *output) {
+  int32_t i;
+  for (i = 0; i < p->size; i++) {
+    const int32_t x = input[i] - p->in_zp;
+    int32_t value;
+    if (x <= -p->range_radius) {
+      value = -128;
+    } else if (x >= p->range_radius) {
+      value = 127;
+    } else {
+      const int32_t a = ek_requantize(x, p->mult, p->left_shift); /* Q4.27 */
+      int32_t y;                                                  /* Q0.31 */
+      if (a == 0) {
+        y = (int32_t)1 << 30;
+      } else {
+        const int32_t positive = ek_one_over_one_plus_x(ek_exp_on_negative_values(a > 0 ? -a : a, 4));
+        y = a > 0 ? positive : EK_INT32_MAX - positive;
+      }
+      value = ek_clamp(ek_rdbpot(y, 23) - 128, -128, 127);
+    }
+    output[i] = (int8_t)value;
+  }
+}
+
+void ek_tanh_s8(const ek_activation_params_t *p, const int8_t *input, int8_t *output) {
+  int32_t i;
+  for (i = 0; i < p->size; i++) {
+    const int32_t x = input[i] - p->in_zp;
+    int32_t value;
+    if (x <= -p->range_radius) {
+      value = -128;
+    } else if (x >= p->range_radius) {
+      value = 127;
+    } else {
+      const int32_t a = ek_requantize(x, p->mult, p->left_shift); /* Q4.27 */
+      int32_t y = 0;                                              /* Q0.31 */
+      if (a != 0) {
+        const int32_t t = ek_one_minus_x_over_one_plus_x(ek_exp_on_negative_values(a < 0 ? a : -a, 5));
+        y = a < 0 ? -t : t;
+      }
+      value = ek_clamp(ek_rdbpot(y, 24), -128, 127);
+    }
+    output[i] = (int8_t)value;
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Quantize, dequantize, mean, pad, copies.
+ */
+
+/* round half away from zero, as TfLiteRound / roundf, without libm. */
+static float ek_roundf(float x) {
+  float t;
+  if (!(x > -8388608.0f && x < 8388608.0f)) {
+    return x; /* already an integer (or NaN) */
+  }
+  t = (float)(int32_t)x;
+  if (x - t >= 0.5f) {
+    t += 1.0f;
+  } else if (t - x >= 0.5f) {
+    t -= 1.0f;
+  }
+  return t;
+}
+
+void ek_quantize_f32_s8(int32_t size, float scale, int32_t zp, const float *input, int8_t *output) {
+  int32_t i;
+  for (i = 0; i < size; i++) {
+    const float q = ek_roundf(input[i] / scale);
+    int32_t v;
+    if (q >= 1073741824.0f) {
+      v = 127;
+    } else if (q <= -1073741824.0f || q != q) {
+      v = -128;
+    } else {
+      v = ek_clamp((int32_t)q + zp, -128, 127);
+    }
+    output[i] = (int8_t)v;
+  }
+}
+
+void ek_requantize_s8(int32_t size, int32_t in_zp, int32_t mult, int32_t shift, int32_t out_zp,
+                      const int8_t *input, int8_t *output) {
+  int32_t i;
+  for (i = 0; i < size; i++) {
+    output[i] = (int8_t)ek_clamp(ek_requantize(input[i] - in_zp, mult, shift) + out_zp, -128, 127);
+  }
+}
+
+void ek_dequantize_s8_f32(int32_t size, float scale, int32_t zp, const int8_t *input, float *output) {
+  int32_t i;
+  for (i = size - 1; i >= 0; i--) { /* backwards: the float output may start where the int8 input starts */
+    output[i] = scale * (float)(input[i] - zp);
+  }
+}
+
+void ek_mean_s8(const ek_mean_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t inner = p->inner, reduce = p->reduce;
+  int32_t o, i, r;
+  for (o = 0; o < p->outer; o++) {
+    const int8_t *block = input + o * reduce * inner;
+    for (i = 0; i < inner; i++) {
+      int32_t sum = 0;
+      int32_t value;
+      for (r = 0; r < reduce; r++) {
+        sum += block[r * inner + i];
+      }
+      if (p->mult == 0) {
+        value = sum / reduce; /* same quantization in and out: TFLite Micro divides the raw sum */
+      } else {
+        value = ek_clamp(ek_requantize(sum - p->in_zp * reduce, p->mult, p->shift) + p->out_zp, -128, 127);
+      }
+      *output++ = (int8_t)value;
+    }
+  }
+}
+
+void ek_pad_s8(const ek_pad_params_t *p, const int8_t *input, int8_t *output) {
+  const int32_t *in_dims = p->in_dims;
+  int32_t i0, i1, i2, i3;
+  for (i0 = 0; i0 < p->out_dims[0]; i0++) {
+    const int32_t j0 = i0 - p->before[0];
+    for (i1 = 0; i1 < p->out_dims[1]; i1++) {
+      const int32_t j1 = i1 - p->before[1];
+      for (i2 = 0; i2 < p->out_dims[2]; i2++) {
+        const int32_t j2 = i2 - p->before[2];
+        const int32_t row_inside = j0 >= 0 && j0 < in_dims[0] && j1 >= 0 && j1 < in_dims[1] && j2 >= 0 &&
+                                   j2 < in_dims[2];
+        const int32_t row_start = row_inside ? ((j0 * in_dims[1] + j1) * in_dims[2] + j2) * in_dims[3] : 0;
+        for (i3 = 0; i3 < p->out_dims[3]; i3++) {
+          const int32_t j3 = i3 - p->before[3];
+          *output++ = (row_inside && j3 >= 0 && j3 < in_dims[3]) ? input[row_start + j3] : (int8_t)p->value;
+        }
+      }
+    }
+  }
+}
+
+void ek_copy_blocks(int32_t rows, int32_t block, int32_t out_stride, const int8_t *input, int8_t *output) {
+  int32_t r, i;
+  for (r = 0; r < rows; r++) {
+    for (i = 0; i < block; i++) {
+      output[i] = input[i];
+    }
+    input += block;
+    output += out_stride;
+  }
+}
