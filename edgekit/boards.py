@@ -58,7 +58,33 @@ class Board:
         return dict(self.data)
 
 
-def _board_from_file(path: Path) -> Board:
+# Types of the keys the code reads directly: a typo in a board file fails here, in one line, not deep in a stage.
+_STRINGS = ("name", "description", "mcu", "core", "arch", "project")
+_SIZES = ("clock_hz", "flash_bytes", "ram_bytes", "psram_bytes")
+_TABLES = ("runtime_flash_bytes", "runtime_ram_bytes", "flash", "serial", "emulator", "toolchain")
+
+
+def _check_types(path: Path, data: dict) -> None:
+    for key in _STRINGS:
+        if key in data and not (isinstance(data[key], str) and data[key].strip()):
+            raise EdgekitError(f"board file {path.name}: {key} is {data[key]!r}; expected a non-empty string")
+    for key in _SIZES:
+        value = data.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise EdgekitError(f"board file {path.name}: {key} is {value!r}; expected a whole number >= 0")
+    for key in _TABLES:
+        if key in data and not isinstance(data[key], dict):
+            raise EdgekitError(f"board file {path.name}: {key} is {data[key]!r}; expected a [{key}] table")
+    for key in ("runtime_flash_bytes", "runtime_ram_bytes"):
+        for backend, value in data.get(key, {}).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise EdgekitError(f"board file {path.name}: {key}.{backend} is {value!r}; expected a whole "
+                                   f"number of bytes >= 0")
+
+
+def load_board_file(path) -> Board:
+    """One board file, checked: valid TOML, every required key, the right types."""
+    path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -66,15 +92,20 @@ def _board_from_file(path: Path) -> Board:
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise EdgekitError(f"board file {path.name} lacks {', '.join(missing)}; see boards/README.md")
+    _check_types(path, data)
     known = {f for f in Board.__dataclass_fields__ if f != "data"}
     return Board(**{k: v for k, v in data.items() if k in known}, data=data)
 
 
+_board_from_file = load_board_file  # the former private name
+
+
 @cache
-def all_boards() -> dict[str, Board]:
+def all_boards(folder: Path | None = None) -> dict[str, Board]:
+    """Every board file of `folder` (edgekit's boards/ by default), by name."""
     boards = {}
-    for path in sorted(boards_dir().glob("*.toml")):
-        board = _board_from_file(path)
+    for path in sorted(Path(folder or boards_dir()).glob("*.toml")):
+        board = load_board_file(path)
         if board.name != path.stem:
             raise EdgekitError(f"board file {path.name} names itself '{board.name}'; the name must match the file")
         boards[board.name] = board
