@@ -234,3 +234,46 @@ def test_native_backend_in_qemu_matches_tflite_micro(tmp_path, int8_model_path):
     finally:
         session.close()
     np.testing.assert_array_equal(out, run_reference(path.read_bytes(), data[None, :])[0].reshape(-1))
+
+
+@needs_arm_gcc
+def test_make_builds_the_same_firmware_as_compile_project(firmwares):
+    """The generated Makefile is the same build: a person running `make` gets the very same ELF."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = firmwares("mps2-an386")
+    project_dir = result.firmware.parent.parent
+    copy = project_dir.parent / "by-make"
+    shutil.copytree(project_dir, copy, ignore=shutil.ignore_patterns("build"))
+    subprocess.run(["make", "-s"], cwd=copy, check=True, capture_output=True, timeout=120)
+    assert (copy / "build" / "firmware.elf").read_bytes() == result.firmware.read_bytes()
+
+
+@needs_arm_gcc
+@needs_qemu
+@pytest.mark.slow
+def test_a_fault_is_reported_and_the_emulator_exits(tmp_path):
+    """A crash in the model prints e-[fault: ...] on the serial line and resets; QEMU (-no-reboot) then exits."""
+    def trapping_backend(model_dir):
+        text = STUB.read_text().replace("int ek_model_invoke(void) {",
+                                        "int ek_model_invoke(void) {\n  if (input[0] == 0x7f) __builtin_trap();")
+        (model_dir / "stub_backend.c").write_text(text)
+
+    project = generate_app_project("mps2-an386", tmp_path / "trap", trapping_backend)
+    result = compile_project(project.path, "mps2-an386")
+    dev = session("mps2-an386", result.firmware)
+    try:
+        assert dev.ask("db load 12") == ["m-[Expecting 12 bytes]"]
+        assert dev.ask("db 7f" + "00" * 11) == ["m-load-done"]
+        dev.sock.sendall(b"infer 1 0%")
+        received = b""
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            chunk = dev.sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+        assert b"e-[fault: HardFault]\r\n" in received
+        assert dev.process.wait(timeout=TIMEOUT) == 0
+    finally:
+        dev.close()
