@@ -129,6 +129,8 @@ def measure(model, dataset, reference_outputs=None, int8: bool = True) -> dict:
     figures = {"params": model_params(model), "macs": model_macs(model),
                **quality(model, dataset, reference_outputs)}
     figures["int8"] = int8_figures(model, dataset) if int8 and _has_data(dataset) else None
+    if figures["int8"] is not None:
+        figures["int8"].pop("tflite_bytes")
     return figures
 
 
