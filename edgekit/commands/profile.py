@@ -1,5 +1,7 @@
 """`edgekit profile`: latency, memory and agreement with the reference, measured on the device."""
 
+import sys
+
 import click
 
 from edgekit.console import fmt, json_option, print_json, progress, stdout_console, table
@@ -12,8 +14,10 @@ from edgekit.console import fmt, json_option, print_json, progress, stdout_conso
 @click.option("--data", type=click.Path(dir_okay=True), help="Inputs (.npz/.npy, float: quantized here) and labels.")
 @click.option("--runner", help="Runner that starts the device (emulated/host boards), instead of the board's.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a per-layer latency bar chart (PNG).")
+@click.option("--timeout", type=click.FloatRange(min=0.1),
+              help="Seconds to wait for the first inference (default 120); later ones get 10x its duration.")
 @json_option
-def command(build_dir, port, runs, data, runner, plot, as_json):
+def command(build_dir, port, runs, data, runner, plot, timeout, as_json):
     """Measure latency, memory and output agreement of the build in BUILD_DIR on its device.
 
     \b
@@ -22,8 +26,10 @@ def command(build_dir, port, runs, data, runner, plot, as_json):
     """
     from edgekit.profile import profile_build
 
-    with progress(quiet=as_json) as bar:
-        report = profile_build(build_dir, runs=runs, data=data, port=port, runner=runner, plot=plot, progress=bar)
+    # rich leaves a blank line on a non-terminal stderr: show the bar only to people.
+    with progress(quiet=as_json or not sys.stderr.isatty()) as bar:
+        report = profile_build(build_dir, runs=runs, data=data, port=port, runner=runner, plot=plot, progress=bar,
+                               timeout=timeout)
     if as_json:
         print_json(report)
         return

@@ -1,0 +1,148 @@
+"""`edgekit profile`: against the protocol simulator running a real MLPerf Tiny model (outputs from TFLite Micro,
+faults on demand) as a host-board program, and end to end on native builds in QEMU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError
+from edgekit.profile import profile_build
+from edgekit.reference import run_reference
+from edgekit.tflite_model import load_tflite
+
+SIMULATOR = Path(__file__).with_name("test_device.py")
+
+
+def _fake_build(folder: Path, model: Path, *faults) -> Path:
+    """A host-board build folder whose 'firmware' is the protocol simulator serving `model`."""
+    folder.mkdir(parents=True)
+    shutil.copyfile(model, folder / "model.tflite")
+    flags = " ".join(f"--fault={f}" for f in faults)
+    program = folder / "device.sh"
+    program.write_text(f"#!/bin/sh\nexec {sys.executable} {SIMULATOR} --serve --model model.tflite {flags}\n")
+    program.chmod(0o755)
+    manifest = {"board": "host", "backend": "native", "model": "model.tflite", "firmware": "device.sh"}
+    (folder / "edgekit-build.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def kws(int8_model_path):
+    return int8_model_path("kws")
+
+
+def _edgekit(*args, timeout=60):
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    return done, time.monotonic() - started
+
+
+def test_profile_reports_latency_memory_and_agreement(kws, tmp_path):
+    build = _fake_build(tmp_path / "b", kws)
+    report = profile_build(build, runs=6, plot=tmp_path / "layers.png", seed=3)
+    graph = load_tflite(kws)
+    # The simulator's tick count is 1000 + (sum of the input bytes) % 97 at 1 MHz: recompute it from the inputs.
+    rng = np.random.default_rng(3)
+    tin = graph.input_tensors()[0]
+    inputs = rng.integers(-128, 128, size=(6, *tin.shape), dtype=np.int8)
+    ticks = [1000 + sum(x.tobytes()) % 97 for x in inputs]
+    assert report["latency_us"] == {"min": min(ticks), "median": float(np.median(ticks)), "max": max(ticks)}
+    assert (report["arena_bytes"], report["arena_reserved_bytes"], report["stack_bytes"]) == (3000, 4096, 512)
+    assert report["max_abs_diff"] == 0 and report["top1_agreement"] == 1.0 and report["cosine"] == 1.0
+    assert report["rmse"] == 0 and report["deterministic"] and report["accuracy"] is None
+    assert [row["op"] for row in report["layers"]] == [op.opcode for op in graph.operators]
+    assert report["macs"] == 2_656_768 and "instructions" not in report  # the host board is not emulated
+    assert report["latency_kind"] == "host computer" and report["flash_bytes"] is None
+    png = (tmp_path / "layers.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_a_one_step_difference_is_caught(kws, tmp_path):
+    report = profile_build(_fake_build(tmp_path / "b", kws, "wrong"), runs=4)
+    assert report["max_abs_diff"] == 1 and report["mismatched_values"] == 4
+    assert 0.99 < report["cosine"] < 1.0 and report["rmse"] > 0
+
+
+def test_data_is_quantized_and_accuracy_counted(kws, tmp_path):
+    graph = load_tflite(kws)
+    tin = graph.input_tensors()[0]
+    scale, zero_point = float(tin.scale[0]), int(tin.zero_point[0])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-100 * scale, 100 * scale, size=(8, 49, 10, 1)).astype(np.float32)
+    q = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+    predicted = run_reference(kws.read_bytes(), q).argmax(axis=1)
+    labels = predicted.copy()
+    labels[::2] = (labels[::2] + 1) % 12  # every other label wrong: accuracy exactly 1/2
+    np.savez(tmp_path / "data.npz", x=x, y=labels)
+    np.savez(tmp_path / "test.npz", x_train=x, y_train=labels, x_test=x, y_test=labels)
+    report = profile_build(_fake_build(tmp_path / "b", kws), data=tmp_path / "test.npz")
+    assert report["runs"] == 8 and report["max_abs_diff"] == 0
+    assert report["accuracy"] == 0.5 and report["reference_accuracy"] == 0.5
+    with pytest.raises(EdgekitError, match="samples in .* have shape|expects"):
+        np.save(tmp_path / "bad.npy", x[:, :40])
+        profile_build(tmp_path / "b", data=tmp_path / "bad.npy")
+
+
+def test_garbage_and_split_lines_still_profile(kws, tmp_path):
+    done, _ = _edgekit("profile", _fake_build(tmp_path / "b", kws, "garbage", "split"), "--runs", 3, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for key in ("latency_us", "arena_bytes", "stack_bytes", "flash_bytes", "max_abs_diff", "top1_agreement"):
+        assert key in report
+    assert report["max_abs_diff"] == 0
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("silence", "no answer from host program device.sh to 'infer 1 0' within 2 s"),
+    ("reset", "reset during 'infer 1 0'"),
+    ("die", "host program device.sh closed its output: it exited with status 3"),
+])
+def test_misbehaving_device_is_one_clear_line(kws, tmp_path, fault, message):
+    build = _fake_build(tmp_path / "b", kws, fault)
+    done, elapsed = _edgekit("profile", build, "--runs", 2, "--timeout", 2)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert elapsed < 10
+
+
+def test_wrong_port_is_one_clear_line(kws, tmp_path):
+    done, elapsed = _edgekit("profile", _fake_build(tmp_path / "b", kws), "--port", "socket://127.0.0.1:1")
+    assert done.returncode == 1 and done.stderr.startswith("error: cannot open serial port socket://127.0.0.1:1")
+    assert elapsed < 10
+
+
+# -- end to end: edgekit build (native backend) for mps2-an386, run in QEMU --------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kws", "ad"])
+def test_native_build_in_qemu_matches_the_reference(int8_model_path, tmp_path, name):
+    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
+    build_module = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet")
+    pytest.importorskip("edgekit.codegen.native", reason="the native backend has not landed yet")
+    out = tmp_path / name
+    done, _ = _edgekit("build", int8_model_path(name), "--board", "mps2-an386", "--backend", "native",
+                       "-o", out, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert build_module is not None
+    done, _ = _edgekit("profile", out, "--runs", 3, "--json", "--plot", tmp_path / "layers.png", timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["max_abs_diff"] == 0 and report["top1_agreement"] == 1.0
+    assert report["emulated"] and "emulated" in report["latency_kind"]
+    ins = report["instructions"]
+    assert 0 < ins["min"] <= ins["median"] <= ins["max"] < 1.01 * ins["min"]  # -icount makes runs repeatable
+    assert report["macs"] and 0.2 < report["instructions_per_mac"] < 50
+    assert report["arena_bytes"] > 0 and report["stack_bytes"] > 0 and report["flash_bytes"] > 0
+    assert sum(row["instructions"] for row in report["layers"]) <= ins["max"]
