@@ -206,7 +206,8 @@ const char *ek_model_layer_name(uint16_t layer) { (void)layer; return "NONE"; }
 uint64_t ek_model_layer_ticks(uint16_t layer) { (void)layer; return 0; }
 """
 
-FAILING_BACKEND = FLOAT_BACKEND.replace("int ek_model_init(void) { return 0; }", "int ek_model_init(void) { return -7; }")
+FAILING_BACKEND = FLOAT_BACKEND.replace("int ek_model_init(void) { return 0; }",
+                                        "int ek_model_init(void) { return -7; }")
 
 
 def build_with(tmp_path, source: str):
