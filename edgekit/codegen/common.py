@@ -56,7 +56,8 @@ def c_string(text: str) -> str:
 def c_comment(text: str) -> str:
     """Text safe inside a /* */ or // comment: one line, printable ASCII, no comment terminators."""
     cleaned = "".join(ch if 32 <= ord(ch) < 127 else "_" for ch in str(text))
-    return cleaned.replace("*/", "*_/").replace("/*", "/_*").replace("\\", "/")
+    # backslashes first: turned into "/" after the terminator check they could complete a "*/"
+    return cleaned.replace("\\", "/").replace("*/", "*_/").replace("/*", "/_*")
 
 
 def c_bytes(data: bytes, per_line: int = 16, indent: str = "  ") -> str:
