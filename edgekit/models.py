@@ -191,6 +191,8 @@ def _load_saved_model(path: Path, name: str) -> LoadedModel:
                            "(or a .keras, .h5 or .tflite file)")
     try:
         model = _tf_keras().models.load_model(path, compile=False)
+        if not getattr(model, "inputs", None):  # tf_keras hands back a bare object for non-Keras SavedModels
+            raise TypeError("not a Keras model")
         return LoadedModel(model=model, framework="tf_keras", name=name,
                            note=f"{path.name} is a Keras SavedModel, which Keras 3 cannot read; loaded it with tf_keras")
     except Exception:

@@ -1,0 +1,196 @@
+"""Full-int8 quantization on real data: the digits CNN, a float .tflite via ai-edge-quantizer, and every bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgekit.cli import main
+from edgekit.reference import run_reference
+from edgekit.tflite_model import parse_tflite
+
+DYNAMIC_BATCH_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+
+
+def assert_fully_int8(graph):
+    """int8 input/output, every tensor int8 except int32 biases and RESHAPE shapes, no float anywhere."""
+    assert [t.dtype for t in graph.input_tensors() + graph.output_tensors()] == ["int8", "int8"]
+    allowed_int32 = set()
+    for op in graph.operators:
+        if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 2:
+            allowed_int32.add(op.inputs[2])
+        if op.opcode == "RESHAPE" and len(op.inputs) > 1:
+            allowed_int32.add(op.inputs[1])
+    for t in graph.tensors:
+        assert t.dtype == "int8" or (t.dtype == "int32" and t.index in allowed_int32), (t.name, t.dtype)
+    assert not DYNAMIC_BATCH_OPS & set(graph.opcodes)
+    assert all(t.shape[0] == 1 for t in graph.input_tensors())
+
+
+def tflm_accuracy(tflite_bytes, x, y):
+    """int8 accuracy measured with TFLite Micro's own kernels (independent of the LiteRT path in the report)."""
+    graph = parse_tflite(tflite_bytes)
+    inp, out = graph.input_tensors()[0], graph.output_tensors()[0]
+    q = np.clip(np.round(x / inp.scale[0]) + inp.zero_point[0], -128, 127).astype(np.int8)
+    predictions = [int(np.argmax(run_reference(tflite_bytes, [sample[None]])[0])) for sample in q]
+    return float(np.mean(np.array(predictions) == y))
+
+
+@pytest.fixture(scope="module")
+def digits_int8(digits_cnn):
+    from edgekit.quantize import quantize
+
+    return quantize(digits_cnn["keras_path"], digits_cnn["npz_path"], quiet=True)
+
+
+@pytest.mark.slow
+def test_digits_cnn_quantizes_to_fully_int8_within_1_5_points(digits_int8, digits_cnn):
+    graph = parse_tflite(digits_int8.tflite_bytes)
+    assert_fully_int8(graph)
+    assert "RESHAPE" in graph.opcodes  # the Flatten, as one op thanks to the fixed batch
+    per_channel = [graph.tensors[op.inputs[1]] for op in graph.operators if op.opcode == "CONV_2D"]
+    assert all(w.per_channel and w.scale.size == w.shape[0] for w in per_channel)
+
+    x, y = digits_cnn["x_test"], digits_cnn["y_test"]
+    float_accuracy = float(np.mean(digits_cnn["model"].predict(x, verbose=0).argmax(1) == y))
+    int8_accuracy = tflm_accuracy(digits_int8.tflite_bytes, x, y)
+    assert float_accuracy - int8_accuracy <= 0.015
+
+    report = digits_int8.report
+    assert report["float_accuracy"] == pytest.approx(float_accuracy)
+    assert abs(report["int8_accuracy"] - int8_accuracy) <= 0.01  # LiteRT vs TFLite Micro may differ by an LSB
+    assert report["int8_bytes"] == len(digits_int8.tflite_bytes) < report["float_bytes"] / 2.5
+    assert report["cosine_similarity"] > 0.99 and report["eval_samples"] == len(x)
+    layers = report["layers"]
+    assert len(layers) == len(graph.operators)
+    assert all(l["sqnr_db"] > 20 for l in layers)  # a healthy model: every layer well above the noise
+    assert report["worst_layers"][0]["sqnr_db"] == min(l["sqnr_db"] for l in layers)
+
+
+@pytest.mark.slow
+def test_cli_json_plot_and_output(digits_cnn, tmp_path, capsys):
+    out, png = tmp_path / "d.tflite", tmp_path / "layers.png"
+    with pytest.raises(SystemExit) as done:
+        main(["quantize", str(digits_cnn["keras_path"]), "--data", str(digits_cnn["npz_path"]), "-o", str(out),
+              "--calibration-samples", "50", "--plot", str(png), "--json"])
+    assert done.value.code == 0
+    report = json.loads(capsys.readouterr().out)  # exactly one JSON document on stdout
+    assert report["calibration_samples"] == 50
+    for key in ("float_accuracy", "int8_accuracy", "float_bytes", "int8_bytes", "top1_agreement"):
+        assert report[key] is not None
+    assert out.read_bytes()[4:8] == b"TFL3" and len(out.read_bytes()) == report["int8_bytes"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_float_tflite_through_ai_edge_quantizer(digits_cnn):
+    from edgekit.data import Dataset
+    from edgekit.models import load_model
+    from edgekit.quantize import _convert, quantize
+
+    float_tflite = _convert(load_model(digits_cnn["keras_path"]).frozen_function())
+    assert parse_tflite(float_tflite).input_tensors()[0].dtype == "float32"
+    x_test, y_test = digits_cnn["x_test"], digits_cnn["y_test"]
+    data = Dataset(digits_cnn["x_train"], digits_cnn["y_train"], x_test, y_test)
+    from edgekit.models import LoadedModel
+
+    result = quantize(LoadedModel(model=float_tflite, framework="tflite", name="digits_float"), data, quiet=True)
+    assert result.report["method"].startswith("ai-edge-quantizer")
+    assert_fully_int8(parse_tflite(result.tflite_bytes))
+    assert result.report["float_accuracy"] - tflm_accuracy(result.tflite_bytes, x_test, y_test) <= 0.03
+    assert result.report["layers"]  # cumulative per-tensor error, matched by name
+
+
+@pytest.mark.slow
+def test_mlperf_float_tflite_with_old_opcodes(shared_models):
+    """ad01_fp32.tflite stores its ops in deprecated_builtin_code; the quantized model must still run on TFLM."""
+    from edgekit.data import from_arrays
+    from edgekit.quantize import quantize
+
+    sample = np.fromfile(shared_models / "anomaly_detection/sample_input_normal_id_01_00000000_hist_librosa.bin",
+                         dtype=np.float32)
+    assert sample.size % 640 == 0
+    x = sample.reshape(-1, 640)
+    x = np.concatenate([x + np.random.default_rng(i).normal(0, 0.5, x.shape).astype(np.float32) for i in range(40)])
+    result = quantize(shared_models / "anomaly_detection/ad01_fp32.tflite", from_arrays(x), quiet=True)
+    graph = parse_tflite(result.tflite_bytes)
+    assert_fully_int8(graph)
+    assert graph.opcodes == ["FULLY_CONNECTED"]
+    assert np.asarray(run_reference(result.tflite_bytes, [np.zeros((1, 640), np.int8)])[0]).size == 640
+    assert result.report["cosine_similarity"] > 0.95
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+def assert_clean_failure(code, err, out_path, expected):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    assert "Traceback" not in err
+    assert not out_path.exists() and not list(out_path.parent.glob(f".{out_path.name}*"))
+
+
+@pytest.fixture
+def npz8(tmp_path, digits):
+    path = tmp_path / "d8.npz"
+    np.savez(path, x=digits[0][:40], y=digits[1][:40])
+    return path
+
+
+def test_missing_model(tmp_path, npz8, capsys):
+    out = tmp_path / "o.tflite"
+    code, _, err = run_cli(["quantize", str(tmp_path / "absent.keras"), "--data", str(npz8), "-o", str(out)], capsys)
+    assert_clean_failure(code, err, out, "model file not found")
+
+
+def test_not_a_model(tmp_path, npz8, capsys):
+    bogus, out = tmp_path / "notes.h5", tmp_path / "o.tflite"
+    bogus.write_text("these are my notes, not a model")
+    code, _, err = run_cli(["quantize", str(bogus), "--data", str(npz8), "-o", str(out)], capsys)
+    assert_clean_failure(code, err, out, "not a valid .h5 file")
+
+
+def test_truncated_tflite(tmp_path, npz8, int8_model_path, capsys):
+    cut, out = tmp_path / "cut.tflite", tmp_path / "o.tflite"
+    cut.write_bytes(int8_model_path("kws").read_bytes()[:3000])
+    code, _, err = run_cli(["quantize", str(cut), "--data", str(npz8), "-o", str(out)], capsys)
+    assert_clean_failure(code, err, out, "truncated or corrupted")
+
+
+def test_float_input_where_int8_is_required(tmp_path, shared_models, capsys):
+    model = shared_models / "anomaly_detection/ToyCar_baseline_tf23/model_ToyCar_quant_fullint.tflite"
+    data, out = tmp_path / "x.npy", tmp_path / "o.tflite"
+    np.save(data, np.zeros((10, 640), np.float32))
+    code, _, err = run_cli(["quantize", str(model), "--data", str(data), "-o", str(out)], capsys)
+    assert_clean_failure(code, err, out, "float32 input")
+
+
+@pytest.mark.parametrize("array, expected", [
+    (np.zeros((30, 5, 5), np.float32), "shape (5, 5) but the model expects input of shape (8, 8, 1)"),
+    (np.array([["x"] * 64] * 30).reshape(30, 8, 8, 1), "dtype <U1"),
+])
+def test_calibration_data_not_matching_the_model(digits_cnn, tmp_path, capsys, array, expected):
+    data, out = tmp_path / "bad.npy", tmp_path / "o.tflite"
+    np.save(data, array)
+    code, _, err = run_cli(["quantize", str(digits_cnn["keras_path"]), "--data", str(data), "-o", str(out)], capsys)
+    assert_clean_failure(code, err, out, expected)
+
+
+@pytest.mark.slow
+def test_error_through_a_real_process(tmp_path):
+    out = tmp_path / "o.tflite"
+    done = subprocess.run([sys.executable, "-m", "edgekit", "quantize", str(tmp_path / "none.keras"), "--data",
+                           str(tmp_path / "none.npz"), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: model file not found: {tmp_path / 'none.keras'}"
+    assert not out.exists()
