@@ -196,11 +196,13 @@ def _project_name(graph) -> str:
     return "edgekit_" + safe_file_stem(graph.name)[:40]
 
 
+_HEX = [f"0x{b:02x}" for b in range(256)]
+
+
 def _hex_rows(data: bytes, per_line: int = 12) -> str:
-    rows = []
-    for start in range(0, len(data), per_line):
-        rows.append("  " + ", ".join(f"0x{b:02x}" for b in data[start:start + per_line]) + ",")
-    return "\n".join(rows)
+    """The array body, 12 bytes a line (a table lookup: models are hundreds of kilobytes)."""
+    hexed = [_HEX[b] for b in data]
+    return "\n".join("  " + ", ".join(hexed[i:i + per_line]) + "," for i in range(0, len(hexed), per_line))
 
 
 def _write(root: Path, relative: str, text: str, written: list[str]) -> None:
