@@ -325,9 +325,9 @@ class _Lowering:
         out_scale, out_zp = self.quant(op.outputs[0])
         bias = self._bias(op, out_n)
         folded = bias - in_zp * weights.reshape(out_n, -1).sum(axis=1)
-        # TFLite Micro's GetQuantizedConvolutionMultipler multiplies the two scales in float, then divides in double
-        filter_scales = np.broadcast_to(w_t.scale.astype(np.float32), (out_n,))
-        mult, shift = zip(*(quantize_multiplier(float(_f32(in_scale) * fs) / float(out_scale)) for fs in filter_scales))
+        # in double, as TFLite Micro's GetQuantizedConvolutionMultipler (a float product would differ by an LSB)
+        filter_scales = np.broadcast_to(w_t.scale.astype(np.float64), (out_n,))
+        mult, shift = zip(*(quantize_multiplier(float(in_scale) * float(fs) / float(out_scale)) for fs in filter_scales))
         lo, hi = activation_range(op.options.get("fused_activation_function", "NONE"), out_scale, out_zp)
         layer.struct = "ek_fc_params_t"
         layer.fields = [
