@@ -194,3 +194,20 @@ def test_error_through_a_real_process(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"error: model file not found: {tmp_path / 'none.keras'}"
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sww", "kws"])  # a tf_keras fallback .h5 and a Keras SavedModel
+def test_mlperf_float_models_quantize_to_fully_int8(float_model_path, name):
+    """The data sets are not shipped, so the inputs are noise: this checks the conversion, not accuracy."""
+    from edgekit.data import from_arrays
+    from edgekit.models import load_model
+    from edgekit.quantize import quantize
+
+    loaded = load_model(float_model_path(name))
+    x = np.random.default_rng(0).normal(size=(60, *loaded.input_shape)).astype(np.float32)
+    result = quantize(loaded, from_arrays(x), calibration_samples=40, quiet=True)
+    graph = parse_tflite(result.tflite_bytes)
+    assert_fully_int8(graph)
+    assert len(run_reference(result.tflite_bytes, [np.zeros(graph.input_tensors()[0].shape, np.int8)])) == 1
+    assert result.report["framework"] == "tf_keras" and result.report["top1_agreement"] > 0.5
