@@ -4,7 +4,9 @@ faults on demand) as a host-board program, and end to end on native builds in QE
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -146,3 +148,34 @@ def test_native_build_in_qemu_matches_the_reference(int8_model_path, tmp_path, n
     assert report["macs"] and 0.2 < report["instructions_per_mac"] < 50
     assert report["arena_bytes"] > 0 and report["stack_bytes"] > 0 and report["flash_bytes"] > 0
     assert sum(row["instructions"] for row in report["layers"]) <= ins["max"]
+
+
+@pytest.mark.slow
+def test_qemu_killed_mid_profile(int8_model_path, tmp_path):
+    """The emulator dies under a running `edgekit profile`: one clear line, promptly, and nothing left behind."""
+    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
+    build = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet").build
+    from tests.test_flash import qemu_pids
+
+    out = tmp_path / "ad"
+    build(int8_model_path("ad"), "mps2-an386", out, backend="native", quiet=True)
+    profile = subprocess.Popen([sys.executable, "-m", "edgekit", "profile", str(out), "--runs", "500"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not qemu_pids(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = qemu_pids(str(out))
+        assert len(pids) == 1
+        time.sleep(1.0)  # well into the runs
+        os.kill(pids[0], signal.SIGKILL)
+        killed = time.monotonic()
+        stdout, stderr = profile.communicate(timeout=30)
+        assert time.monotonic() - killed < 5
+        assert profile.returncode == 1 and stdout == ""
+        assert stderr.startswith("error: lost the connection to socket://127.0.0.1:")
+        assert "QEMU was killed by signal 9" in stderr and stderr.count("\n") == 1
+        assert qemu_pids(str(out)) == []
+    finally:
+        profile.kill()
