@@ -179,3 +179,15 @@ def test_qemu_killed_mid_profile(int8_model_path, tmp_path):
         assert qemu_pids(str(out)) == []
     finally:
         profile.kill()
+
+
+def test_human_report(kws, tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    result = CliRunner().invoke(cli, ["profile", str(_fake_build(tmp_path / "b", kws)), "--runs", "2"])
+    assert result.exit_code == 0, result.output
+    for text in ("model.tflite on host (native backend), 2 runs", "Latency", "arena used", "peak stack",
+                 "max |diff| (int8 steps)", "DEPTHWISE_CONV_2D"):
+        assert text in result.output

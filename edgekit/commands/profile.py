@@ -44,8 +44,9 @@ def _print(report):
     if report.get("instructions"):
         ins = report["instructions"]
         rows.append(["instructions", ins["min"], ins["median"], ins["max"]])
-    console.print(table(f"{report['model']} on {report['board']} ({report['backend']}), {report['runs']} runs",
-                        ["", "min", "median", "max"], rows))
+    console.print(f"[bold]{report['model']}[/bold] on {report['board']} ({report['backend']} backend), "
+                  f"{report['runs']} runs", highlight=False)
+    console.print(table("Latency", ["", "min", "median", "max"], rows))
     if report["emulated"]:
         console.print(f"[dim]{report['latency_kind']}[/dim]")
     memory = [["arena used", report["arena_bytes"]], ["arena reserved", report["arena_reserved_bytes"]],
@@ -61,7 +62,8 @@ def _print(report):
     if report.get("accuracy") is not None:
         check += [["accuracy (device)", f"{report['accuracy']:.1%}"],
                   ["accuracy (reference)", f"{report['reference_accuracy']:.1%}"]]
-    console.print(table(f"Outputs vs TFLite Micro reference ({report['data']})", ["", "value"], check))
+    console.print(table("Outputs vs TFLite Micro", ["", "value"], check))
+    console.print(f"[dim]inputs: {report['data']}[/dim]", highlight=False)
     layers = report.get("layers") or []
     if layers:
         total = sum(row["ticks"] for row in layers) or 1
