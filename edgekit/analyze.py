@@ -25,7 +25,7 @@ BACKENDS = ("tflm", "native")
 
 # Ops whose cost is multiply-accumulates; their int32 constant inputs are biases, i.e. parameters.
 MAC_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
-                     "BATCH_MATMUL"})
+                     "BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM"})
 
 # Ops that only move or reinterpret bytes: no arithmetic at all.
 MOVE_OPS = VIEW_OPS | frozenset({"TRANSPOSE", "CONCATENATION", "PAD", "PADV2", "SLICE", "STRIDED_SLICE", "SPLIT",
@@ -78,6 +78,11 @@ def _layer_macs(graph: Graph, op) -> int:
         shape = t[op.inputs[0]].shape
         depth = shape[-2] if op.options.get("adj_x") else shape[-1]
         return out * depth
+    if op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        # inputs 1-8: the gates' input and recurrent weight matrices, each used once per time step
+        x = t[op.inputs[0]]
+        steps = _size(x.shape) // max(int(x.shape[-1]), 1) if x.shape else 1
+        return steps * sum(t[i].size for i in op.inputs[1:9] if i >= 0)
     return 0
 
 
@@ -180,7 +185,8 @@ def _measure_tflm_arena(graph: Graph) -> dict:
 
 # Expected rank of the weight input of each MAC op (input index, rank): a corrupted file can break them.
 _WEIGHT_RANKS = {"CONV_2D": (1, 4), "DEPTHWISE_CONV_2D": (1, 4), "FULLY_CONNECTED": (1, 2),
-                 "TRANSPOSE_CONV": (1, 4), "CONV_3D": (1, 5), "BATCH_MATMUL": (1, None)}
+                 "TRANSPOSE_CONV": (1, 4), "CONV_3D": (1, 5), "BATCH_MATMUL": (1, None),
+                 "UNIDIRECTIONAL_SEQUENCE_LSTM": (2, 2)}  # input 2: input-to-forget weights (1 is optional)
 
 
 def check_structure(graph: Graph) -> None:
@@ -196,7 +202,7 @@ def check_structure(graph: Graph) -> None:
             shape = graph.tensors[op.inputs[slot]].shape
             if rank is not None and len(shape) != rank:
                 raise EdgekitError(f"{where} has weights of shape {list(shape)}; expected {rank} dimensions")
-            if op.opcode == "BATCH_MATMUL" and (op.inputs[0] < 0 or len(graph.tensors[op.inputs[0]].shape) < 2):
+            if op.opcode in ("BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM") and (op.inputs[0] < 0 or len(graph.tensors[op.inputs[0]].shape) < 2):
                 raise EdgekitError(f"{where} has an input of fewer than 2 dimensions")
 
 

@@ -198,6 +198,15 @@ def test_float_tflite_built_here_is_analysed_with_a_note(tmp_path):
     assert report["int8"] is False and any("not a fully int8 model" in n for n in report["notes"])
     assert report["tflm_arena_bytes"] > 0 and report["fits"] is True
 
+    import tf_keras  # the converter fuses a tf_keras LSTM into one UNIDIRECTIONAL_SEQUENCE_LSTM operator
+
+    lstm = tf_keras.Sequential([tf_keras.Input((5, 3), batch_size=1), tf_keras.layers.LSTM(4),
+                                tf_keras.layers.Dense(2)])
+    graph = parse_tflite(tensorflow().lite.TFLiteConverter.from_keras_model(lstm).convert(), "lstm")
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in graph.opcodes
+    # 5 time steps x 4 gates x 4 units x (3 inputs + 4 recurrent), then the 4 -> 2 dense layer
+    assert analyze(graph)["macs"] == 5 * 4 * 4 * (3 + 4) + 4 * 2
+
 
 def test_cli_errors_are_one_line(int8_model_path, tmp_path):
     missing = tmp_path / "missing.tflite"
