@@ -142,7 +142,7 @@ def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: 
     step (the CLI prints its table there). The input model is not modified.
     """
     from edgekit.optimize.graph import to_keras3
-    from edgekit.optimize.metrics import predict
+    from edgekit.optimize.metrics import predict, quality
 
     steps = [validate_step(s, f"optimize step {i + 1}") for i, s in enumerate(steps)]
     original = to_keras3(model)
@@ -166,8 +166,14 @@ def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: 
     for i, step in enumerate(steps):
         if step["epochs"] is None:
             step["epochs"] = DEFAULT_EPOCHS[step["technique"]] if has_data else 0
+        teacher = original
+        if step["technique"] == "distill" and step["teacher"]:
+            teacher = load_keras_model(step["teacher"])
+            if eval_x is not None:  # without labels, quality from here on is agreement with this teacher
+                reference_outputs = predict(teacher, eval_x)
+                before = {**before, **quality(current, dataset, reference_outputs)}
         previous = current
-        current, details = _run_step(current, original, dataset, step, quiet)
+        current, details = _run_step(current, teacher, dataset, step, quiet)
         after = measure(current, dataset, reference_outputs, int8)
         step_report = {"step": i + 1, "technique": step["technique"], "settings": step, "before": before,
                        "after": after, "details": details}
@@ -195,8 +201,9 @@ def _copy(model):
     return build_model(read_graph(model), name=model.name)
 
 
-def _run_step(model, original, dataset, step, quiet):
-    """One technique on a copy of `model`; returns (new model, details for the report)."""
+def _run_step(model, teacher, dataset, step, quiet):
+    """One technique on a copy of `model` (`teacher`: the model distillation learns from); returns (new model,
+    details for the report)."""
     from edgekit.optimize.finetune import TrainSettings, fine_tune
 
     settings = TrainSettings.from_step(step)
@@ -226,7 +233,6 @@ def _run_step(model, original, dataset, step, quiet):
         from edgekit.optimize.distill import distill
         from edgekit.optimize.metrics import model_macs, model_params
 
-        teacher = load_keras_model(step["teacher"]) if step["teacher"] else original
         student = _copy(model)
         training = distill(student, teacher, dataset, step["temperature"], step["alpha"], settings, quiet=quiet)
         return student, {"teacher": step["teacher"] or "the model before optimize",
