@@ -517,12 +517,8 @@ void ek_mean_s8(const ek_mean_params_t *p, const int8_t *input, int8_t *output) 
       for (r = 0; r < reduce; r++) {
         sum += block[r * inner + i];
       }
-      if (p->mult == 0) {
-        value = sum / reduce; /* same quantization in and out: TFLite Micro divides the raw sum */
-      } else {
-        value = ek_clamp(ek_requantize(sum - p->in_zp * reduce, p->mult, p->shift) + p->out_zp, -128, 127);
-      }
-      *output++ = (int8_t)value;
+      value = ek_requantize(sum - p->in_zp * reduce, p->mult, p->shift) + p->out_zp;
+      *output++ = (int8_t)ek_clamp(value, -128, 127);
     }
   }
 }

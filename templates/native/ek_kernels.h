@@ -109,8 +109,8 @@ void ek_requantize_s8(int32_t size, int32_t in_zp, int32_t mult, int32_t shift, 
                       const int8_t *input, int8_t *output);
 void ek_dequantize_s8_f32(int32_t size, float scale, int32_t zp, const int8_t *input, float *output);
 
-/* MEAN over a contiguous run of axes: input [outer][reduce][inner] -> output [outer][inner]. When input and
- * output share their quantization TFLite Micro divides the raw sum (mult == 0 selects that path). */
+/* MEAN over a contiguous run of axes: input [outer][reduce][inner] -> output [outer][inner], TFLite's
+ * QuantizedMeanOrSum (the sum minus the zero points, requantized with 1/reduce folded into the multiplier). */
 typedef struct {
   int32_t outer, reduce, inner;
   int32_t in_zp, out_zp;
