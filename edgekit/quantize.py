@@ -211,6 +211,9 @@ def quantize(model_or_path, dataset, *, calibration_samples: int = DEFAULT_CALIB
         "output": _tensor_info(out),
         "ops": graph.opcodes,
         "layers": layers,
+        # local: each int8 op vs its float twin fed the same inputs (TF's QuantizationDebugger);
+        # cumulative: each int8 tensor vs the same-named tensor of the float model run end to end
+        "layer_error": None if layers is None else ("cumulative" if loaded.framework == "tflite" else "local"),
         "worst_layers": _worst(layers),
     }
     return QuantizeResult(int8_bytes, report)
