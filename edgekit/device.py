@@ -299,6 +299,16 @@ class Device:
                               "expected an edgekit application")
         return info
 
+    def identity(self) -> dict:
+        """{'firmware': 'edgekit 0.1.0', 'model': name} from MLPerf Tiny's `profile` command."""
+        found = {"firmware": None, "model": None}
+        for line in self.command("profile", check=False):
+            for key, prefix in (("firmware", "m-profile-"), ("model", "m-model-")):
+                body = _strip_prefix(line, prefix)
+                if body is not None:
+                    found[key] = body.strip("[]")
+        return found
+
     def memory(self) -> dict:
         """{'arena': reserved, 'arena_used': used, 'stack': peak} in bytes (None when not reported)."""
         memory = {"arena": None, "arena_used": None, "stack": None}

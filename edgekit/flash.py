@@ -13,7 +13,6 @@ program outlives the command.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.util
 import json
 import os
@@ -673,7 +672,3 @@ def open_device(build: Build, port: str | None = None, runner: str | None = None
         raise UsageError(f"board {build.board.name} is reached through its serial port; pass --port "
                          "(e.g. /dev/ttyACM0)")
     return chosen.open_session(boot_timeout)
-
-
-def sha256_file(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -11,6 +11,7 @@ ticks become instruction counts; that time is reported as emulated, never as a r
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
     if runs is not None and runs < 1:
         raise UsageError(f"--runs must be at least 1, got {runs}")
     model_bytes = build.model_path.read_bytes()
+    recorded = build.manifest.get("model_sha256")
+    if recorded and hashlib.sha256(model_bytes).hexdigest() != recorded:
+        raise EdgekitError(f"{build.model_path.name} changed since the build (its sha256 differs from the "
+                           "manifest's); rebuild with edgekit build")
     graph = load_tflite(build.model_path)
     tin, tout = graph.input_tensors()[0], graph.output_tensors()[0]
     inputs, labels = _inputs(tin, data, runs, seed)
@@ -56,9 +61,15 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         if failed:
             raise EdgekitError(f"the device reported {failed[0][2:].strip('[]')} at start")
         info = device.info()
+        running = device.identity()["model"]
+        expected = build.manifest.get("model_name")
+        if running and expected and running != expected:
+            raise EdgekitError(f"the device runs model '{running}' but the build is '{expected}'; flash it first "
+                               "(edgekit flash)")
         if info.input_bytes != tin.nbytes or (info.output_bytes and info.output_bytes != tout.nbytes):
             raise EdgekitError(f"the device runs a different model (input {info.input_bytes} bytes, output "
-                               f"{info.output_bytes}); the build expects {tin.nbytes} and {tout.nbytes}: flash it first")
+                               f"{info.output_bytes}); the build expects {tin.nbytes} and {tout.nbytes}: "
+                               "flash it first")
         memory = device.memory()
         # Backends may reuse the input's memory during an inference (TFLite Micro's planner and the native
         # plan both do), so every inference whose output is read gets a fresh upload, and the warm-up is a

@@ -78,6 +78,8 @@ class Simulator:
         lines = []
         if command == "name":
             lines = ["m-name-dut-[edgekit]"]
+        elif command == "profile":
+            lines = ["m-profile-[edgekit simulator]", "m-model-[simulated]"]
         elif command == "ek-info":
             lines = ["m-ek-info-backend-native", f"m-ek-info-input-{self.input_bytes}-i8",
                      f"m-ek-info-output-{self.output_bytes}-i8", f"m-ek-info-layers-{len(self.layers)}",
@@ -230,6 +232,7 @@ def _round_trip(device: Device, sim: Simulator):
     info = device.info()
     assert (info.backend, info.input_bytes, info.output_bytes, info.ticks_per_second) == ("native", 40, 4, TPS)
     assert device.memory() == {"arena": 4096, "arena_used": 3000, "stack": 512}
+    assert device.identity() == {"firmware": "edgekit simulator", "model": "simulated"}
     data = bytes(range(100, 140))
     device.load_input(data, chunk=7)
     result = device.infer(1, 1)

@@ -94,6 +94,17 @@ def test_data_is_quantized_and_accuracy_counted(kws, tmp_path):
         profile_build(tmp_path / "b", data=tmp_path / "bad.npy")
 
 
+def test_stale_build_or_device_is_refused(kws, tmp_path):
+    build = _fake_build(tmp_path / "b", kws)
+    manifest = json.loads((build / "edgekit-build.json").read_text())
+    (build / "edgekit-build.json").write_text(json.dumps({**manifest, "model_name": "kws_ref_model"}))
+    with pytest.raises(EdgekitError, match="the device runs model 'simulated' but the build is 'kws_ref_model'"):
+        profile_build(build, runs=1)
+    (build / "edgekit-build.json").write_text(json.dumps({**manifest, "model_sha256": "0" * 64}))
+    with pytest.raises(EdgekitError, match="model.tflite changed since the build"):
+        profile_build(build, runs=1)
+
+
 def test_garbage_and_split_lines_still_profile(kws, tmp_path):
     done, _ = _edgekit("profile", _fake_build(tmp_path / "b", kws, "garbage", "split"), "--runs", 3, "--json")
     assert done.returncode == 0, done.stderr

@@ -1,7 +1,5 @@
 """`edgekit flash`: put a build on its board with the board's runner (or start it in the emulator)."""
 
-import shlex
-
 import click
 
 from edgekit.console import fmt, info, json_option, print_json, stdout_console
