@@ -132,6 +132,7 @@ class TflmCrash(EdgekitError):
     """TFLite Micro died on the model: unlike an op it does not support, this means the file is broken."""
 
 
+ARENA_TIMEOUT_S = 300
 _ARENA_CHILD = "from edgekit.analyze import _arena_child; _arena_child()"
 
 
@@ -162,8 +163,12 @@ def tflm_arena(graph: Graph) -> dict:
 
 
 def _measure_tflm_arena(graph: Graph) -> dict:
-    child = subprocess.run([sys.executable, "-c", _ARENA_CHILD], input=graph.model_bytes, capture_output=True,
-                           timeout=600)
+    try:
+        child = subprocess.run([sys.executable, "-c", _ARENA_CHILD], input=graph.model_bytes, capture_output=True,
+                               timeout=ARENA_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise TflmCrash(f"TFLite Micro did not finish loading {graph.name} in {ARENA_TIMEOUT_S} s; the model is "
+                        f"probably corrupted") from None
     if child.returncode < 0:
         raise TflmCrash(f"TFLite Micro crashed (signal {-child.returncode}) while loading {graph.name}; "
                            f"the model is probably corrupted")
