@@ -171,7 +171,7 @@ def _measure_tflm_arena(graph: Graph) -> dict:
                         f"probably corrupted") from None
     if child.returncode < 0:
         raise TflmCrash(f"TFLite Micro crashed (signal {-child.returncode}) while loading {graph.name}; "
-                           f"the model is probably corrupted")
+                        f"the model is probably corrupted")
     if child.returncode != 0:
         lines = child.stderr.decode("utf-8", "replace").strip().splitlines()
         raise EdgekitError(lines[-1] if lines else f"TFLite Micro failed on {graph.name} (exit {child.returncode})")
@@ -207,7 +207,8 @@ def check_structure(graph: Graph) -> None:
             shape = graph.tensors[op.inputs[slot]].shape
             if rank is not None and len(shape) != rank:
                 raise EdgekitError(f"{where} has weights of shape {list(shape)}; expected {rank} dimensions")
-            if op.opcode in ("BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM") and (op.inputs[0] < 0 or len(graph.tensors[op.inputs[0]].shape) < 2):
+            needs_2d_input = op.opcode in ("BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+            if needs_2d_input and (op.inputs[0] < 0 or len(graph.tensors[op.inputs[0]].shape) < 2):
                 raise EdgekitError(f"{where} has an input of fewer than 2 dimensions")
 
 
@@ -248,9 +249,11 @@ def _suggestions(graph: Graph, report: dict, board, ram: dict, flash: dict) -> l
                         f"({_kib(board.psram_bytes)}), slower but large enough")
         if other_ram is not None and other_ram <= ram_avail and (other_flash or 0) <= flash_avail:
             tips.append(f"the {other} backend needs {_kib(other_ram)} of RAM, which fits (--backend {other})")
-        fixed = ram["needed_bytes"] - report["peak_activation_bytes"]
+        # The part of the RAM that scales with the activations: TFLite Micro's head (its activation plan), or ours.
+        arena = report["tflm_arena"]
+        peak = arena["head_bytes"] if backend == "tflm" else report["peak_activation_bytes"]
+        fixed = ram["needed_bytes"] - peak
         allowed = ram_avail - fixed
-        peak = report["peak_activation_bytes"]
         inputs = graph.input_tensors()
         if allowed > 0 and peak and inputs and len(inputs[0].shape) == 4:
             ratio = allowed / peak  # activations of a convolutional net scale with the input's area

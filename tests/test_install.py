@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run(args, cwd, timeout=600):
     result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    command = " ".join(map(str, args))
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     return result
 
 
