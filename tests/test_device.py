@@ -386,3 +386,55 @@ def test_pipe_program_dying_is_reported():
     finally:
         device.close()
         process.wait(timeout=5)
+
+
+def _pty_device(*faults):
+    """The simulator behind a pseudo-terminal: the same termios code path as a USB serial port."""
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    sim = Simulator(faults=faults)
+
+    def serve():
+        while True:
+            try:
+                data = os.read(master, 4096)
+                reply = sim.feed(data) if data else b""
+            except (OSError, ConnectionAbortedError):
+                os.close(master)  # the "cable" is pulled
+                return
+            if not data:
+                return
+            os.write(master, reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return os.ttyname(slave), slave
+
+
+def test_round_trip_over_a_tty():
+    name, slave = _pty_device()
+    device = Device(SerialTransport(name), timeout=2.0)
+    try:
+        device.sync()
+        device.load_input(bytes(range(40)))
+        device.infer(1, 0)
+        assert device.output() == Simulator().compute(bytes(range(40)))
+    finally:
+        device.close()
+        os.close(slave)
+
+
+def test_unplugged_serial_device():
+    name, slave = _pty_device("die")
+    device = Device(SerialTransport(name), timeout=5.0)
+    os.close(slave)  # only the client's own descriptor keeps the tty open now
+    try:
+        device.sync()
+        device.load_input(bytes(40))
+        started = time.monotonic()
+        with pytest.raises(DeviceError, match=f"lost the connection to {name}"):
+            device.infer(1, 0)
+        assert time.monotonic() - started < 2.0
+    finally:
+        device.close()
