@@ -143,11 +143,10 @@ def _place_greedy(buffers: list[Buffer], order: list[Buffer], overlaps: dict[tup
 def place_in_place(buffers: list[Buffer], overlaps: dict[tuple[int, int], int]) -> None:
     """Like `place`, but an output may overlap an input that dies where it is written (in-place-aware planning).
 
-    Outputs tend to drift downwards below their inputs, so besides TFLite Micro's order (largest first, from the
-    bottom) the arena is also filled from the top and in execution order; the smallest peak wins.
+    Outputs tend to drift downwards below their inputs, so each order of PLACEMENT_ORDERS is tried filling the
+    arena from the bottom and from the top; the smallest peak wins (earlier tries win ties).
     """
-    orders = [sorted(buffers, key=lambda b: (-b.size, b.first, b.tensor)),
-              sorted(buffers, key=lambda b: (b.first, -b.size, b.tensor))]
+    orders = [sorted(buffers, key=key) for key in PLACEMENT_ORDERS]
     best = None
     for mirrored in (False, True):
         for order in orders:

@@ -289,7 +289,7 @@ class _Lowering:
         w_name = self.array(layer, "weights", weights, "int8")
         b_name = self.array(layer, "bias", _int32(folded, "bias"), "int32")
         m_name = self.array(layer, "mult", np.array(mult), "int32")
-        s_name = self.array(layer, "shift", np.array(shift), "int32")
+        s_name = self.array(layer, "shift", np.array(shift), "int8")
         layer.struct = "ek_conv_params_t"
         layer.fields = [
             ("in_h", in_h), ("in_w", in_w), ("in_c", in_c), ("out_h", out_h), ("out_w", out_w), ("out_c", out_c),
@@ -326,16 +326,17 @@ class _Lowering:
         bias = self._bias(op, out_n)
         folded = bias - in_zp * weights.reshape(out_n, -1).sum(axis=1)
         # in double, as TFLite Micro's GetQuantizedConvolutionMultipler (a float product would differ by an LSB)
-        filter_scales = np.broadcast_to(w_t.scale.astype(np.float64), (out_n,))
+        filter_scales = w_t.scale.astype(np.float64).reshape(-1)  # one scale, or one per output
         mult, shift = zip(*(quantize_multiplier(float(in_scale) * float(fs) / float(out_scale)) for fs in filter_scales))
         lo, hi = activation_range(op.options.get("fused_activation_function", "NONE"), out_scale, out_zp)
         layer.struct = "ek_fc_params_t"
         layer.fields = [
             ("batches", batches), ("in_n", in_n), ("out_n", out_n), ("out_zp", out_zp), ("act_min", lo),
-            ("act_max", hi), ("weights", self.array(layer, "weights", weights, "int8")),
+            ("act_max", hi), ("per_channel", int(len(mult) > 1)),
+            ("weights", self.array(layer, "weights", weights, "int8")),
             ("bias", self.array(layer, "bias", _int32(folded, "bias"), "int32")),
             ("mult", self.array(layer, "mult", np.array(mult), "int32")),
-            ("shift", self.array(layer, "shift", np.array(shift), "int32")),
+            ("shift", self.array(layer, "shift", np.array(shift), "int8")),
         ]
         layer.calls.append(f"ek_fully_connected_s8(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
                            f"{self.ptr(op.outputs[0], layer)});")

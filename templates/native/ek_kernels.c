@@ -253,6 +253,7 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
 void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output) {
   const int32_t in_n = p->in_n;
   int32_t b, o, i;
+  const int32_t step = p->per_channel ? 1 : 0;
   for (b = 0; b < p->batches; b++) {
     const int8_t *w = p->weights;
     for (o = 0; o < p->out_n; o++) {
@@ -260,7 +261,7 @@ void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t 
       for (i = 0; i < in_n; i++) {
         acc += (int32_t)w[i] * input[i];
       }
-      acc = ek_requantize(acc, p->mult[o], p->shift[o]) + p->out_zp;
+      acc = ek_requantize(acc, p->mult[o * step], p->shift[o * step]) + p->out_zp;
       *output++ = (int8_t)ek_clamp(acc, p->act_min, p->act_max);
       w += in_n;
     }

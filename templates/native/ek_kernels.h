@@ -34,8 +34,8 @@ typedef struct {
   int32_t act_min, act_max;
   const int8_t *weights;
   const int32_t *bias;
-  const int32_t *mult;
-  const int32_t *shift;
+  const int32_t *mult;  /* per output channel */
+  const int8_t *shift;
 } ek_conv_params_t;
 
 void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output);
@@ -46,10 +46,11 @@ typedef struct {
   int32_t batches, in_n, out_n;
   int32_t out_zp;
   int32_t act_min, act_max;
+  int32_t per_channel; /* 0: mult[0] and shift[0] serve every output */
   const int8_t *weights;
   const int32_t *bias;
   const int32_t *mult;
-  const int32_t *shift;
+  const int8_t *shift;
 } ek_fc_params_t;
 
 void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output);
