@@ -202,3 +202,18 @@ def test_human_report(kws, tmp_path):
     for text in ("model.tflite on host (native backend), 2 runs", "Latency", "arena used", "peak stack",
                  "max |diff| (int8 steps)", "DEPTHWISE_CONV_2D"):
         assert text in result.output
+
+
+@pytest.mark.slow
+def test_digits_accuracy_on_the_emulated_board(digits_cnn, tmp_path):
+    """A Keras model trained here, quantized and built for mps2-an386: the device classifies held-out digits
+    exactly as TFLite Micro does, and the accuracy is counted from the labels in --data."""
+    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
+    build = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet").build
+    out = tmp_path / "digits"
+    build(digits_cnn["keras_path"], "mps2-an386", out, data=digits_cnn["npz_path"], quiet=True)
+    report = profile_build(out, data=digits_cnn["npz_path"], runs=120)
+    assert report["runs"] == 120 and report["max_abs_diff"] == 0 and report["deterministic"]
+    assert report["accuracy"] == report["reference_accuracy"] > 0.9
+    assert report["instructions"]["median"] > report["macs"] > 0
