@@ -130,5 +130,12 @@ def analysis_figure(report: dict, path) -> Path:
                     ylabel="operations (log scale)", log=True, stacked=True,
                     title=f"per-layer work: {report['macs']:,} MACs, {report['other_ops']:,} other ops")
     bottom.set_xlim(top.get_xlim())  # layer i sits under operator i of the plan
+    if report.get("board"):
+        verdict = "fits" if report["fits"] else "does NOT fit"
+        needed = {key: report[key]["needed_bytes"] for key in ("ram", "flash")}
+        budgets = ", ".join(f"{key.replace('ram', 'RAM')} {'?' if needed[key] is None else _kib(needed[key])} of "
+                            f"{_kib(report[key]['available_bytes'])}" for key in ("ram", "flash"))
+        figure.suptitle(f"{verdict} on {report['board']['name']} ({report['backend']}): {budgets}", x=0.01,
+                        ha="left", fontsize=11, color="darkgreen" if report["fits"] else "crimson")
     figure.tight_layout()
     return save(figure, path)

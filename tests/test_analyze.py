@@ -126,6 +126,8 @@ def test_board_fit_margins_and_backends(int8_model_path):
     assert native["ram"]["needed_bytes"] == native["peak_activation_bytes"] + board.runtime_ram_estimate("native")
     assert tflm["flash_bytes"] == tflm["model_bytes"] + board.runtime_flash_estimate("tflm")
     assert native["flash_bytes"] == native["weights_bytes"] + board.runtime_flash_estimate("native")
+    esp32 = analyze(graph, board=load_board("esp32"))  # the app partition is the limit, not the 4 MB chip
+    assert esp32["flash"]["available_bytes"] == load_board("esp32").flash["app_partition_bytes"] == 1_048_576
     host = analyze(graph, board=load_board("host"))  # a 64-bit target keeps the measured arena
     assert host["ram_bytes"] == host["tflm_arena_bytes"]  # and its reference kernels need no scratch
 
