@@ -626,8 +626,8 @@ RUNNERS = {cls.name: cls for cls in (QemuRunner, HostRunner, EsptoolRunner, Pyoc
                                      Uf2Runner, ArduinoCliRunner)}
 
 
-def create_runner(build: Build, name: str | None = None, port: str | None = None, dry_run: bool = False) -> Runner:
-    """The runner the board names (or `name`), created with everything it needs."""
+def runner_class(build: Build, name: str | None = None) -> type[Runner]:
+    """The runner the board names (or `name`), checked against the board's list."""
     board = build.board
     name = name or build.manifest.get("runner") or board.default_runner
     if not name:
@@ -638,7 +638,12 @@ def create_runner(build: Build, name: str | None = None, port: str | None = None
     allowed = board.flash.get("runners") or [board.default_runner]
     if name not in allowed:
         raise UsageError(f"board {board.name} cannot be flashed with {name}; its runners are: {', '.join(allowed)}")
-    return RUNNERS[name].create(board, build, RunnerArgs(port=port, dry_run=dry_run))
+    return RUNNERS[name]
+
+
+def create_runner(build: Build, name: str | None = None, port: str | None = None, dry_run: bool = False) -> Runner:
+    """The runner the board names (or `name`), created with everything it needs."""
+    return runner_class(build, name).create(build.board, build, RunnerArgs(port=port, dry_run=dry_run))
 
 
 def flash_build(build_dir, port: str | None = None, runner: str | None = None, dry_run: bool = False,
@@ -667,8 +672,7 @@ def open_device(build: Build, port: str | None = None, runner: str | None = None
             device.close()
             raise
         return Session(device, boot_lines=boot)
-    chosen = create_runner(build, runner)
-    if not chosen.capabilities.serial:
+    if not runner_class(build, runner).capabilities.serial:
         raise UsageError(f"board {build.board.name} is reached through its serial port; pass --port "
                          "(e.g. /dev/ttyACM0)")
-    return chosen.open_session(boot_timeout)
+    return create_runner(build, runner).open_session(boot_timeout)

@@ -286,3 +286,9 @@ def test_wrong_port_is_a_clear_error(stub_builds):
     with pytest.raises(DeviceError, match="cannot open serial port socket://127.0.0.1:1:"):
         open_device(build, port="socket://127.0.0.1:1")
     assert time.monotonic() - started < 3
+
+
+def test_hardware_boards_need_a_port_to_profile(tmp_path):
+    build = load_build(_manifest(tmp_path / "n", "nucleo-l4r5zi"))
+    with pytest.raises(UsageError, match="nucleo-l4r5zi is reached through its serial port; pass --port"):
+        open_device(build)

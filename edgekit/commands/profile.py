@@ -33,10 +33,11 @@ def command(build_dir, port, runs, data, runner, plot, timeout, as_json):
     if as_json:
         print_json(report)
         return
-    _print(report)
+    print_report(report)
 
 
-def _print(report):
+def print_report(report: dict) -> None:
+    """The human report (tables); `edgekit build --profile` can print the same."""
     console = stdout_console()
     lat = report["latency_us"]
     unit = "µs (emulated)" if report["emulated"] else "µs"
