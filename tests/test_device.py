@@ -438,3 +438,36 @@ def test_unplugged_serial_device():
         assert time.monotonic() - started < 2.0
     finally:
         device.close()
+
+
+def test_a_device_that_only_babbles_times_out():
+    """Noise and no m-ready, ever (wrong baud rate looks like this): a clear error at the deadline, no hang."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def babble():
+        conn, _ = listener.accept()
+        rng = np.random.default_rng(1)
+        with conn:
+            while not stop.is_set():
+                try:
+                    conn.sendall(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes().replace(b"\n", b"m"))
+                except OSError:
+                    return
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=babble, daemon=True)
+    thread.start()
+    device = Device(SerialTransport(f"socket://127.0.0.1:{listener.getsockname()[1]}"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeviceError, match="no answer .* within 1 s"):
+            device.sync(1.0)
+        assert time.monotonic() - started < 2.0
+    finally:
+        stop.set()
+        device.close()
+        listener.close()
+        thread.join(timeout=2)
