@@ -16,6 +16,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -195,8 +196,9 @@ class Runner:
         app.elf)."""
         path = self.build.firmware
         if path is None:
-            raise EdgekitError(f"build folder {self.build.dir} has no firmware (the manifest names none); build it "
-                               f"for {self.board.name} with edgekit build")
+            raise EdgekitError(f"build folder {self.build.dir} has no compiled firmware (the manifest names none); "
+                               "compile the project as its README.md says, or run edgekit build where the "
+                               f"{self.board.name} toolchain is installed")
         if suffixes and path.suffix not in suffixes:
             for suffix in suffixes:
                 if path.with_suffix(suffix).exists() or self.args.dry_run:
@@ -227,6 +229,7 @@ def _run(command: list[str], log=None, timeout: float = FLASH_TOOL_TIMEOUT) -> N
     """Run a flash tool, its output going to `log` (stderr: --json stdout stays clean); one line on failure."""
     import threading
 
+    tool = command[2] if command[1:2] == ["-m"] else Path(command[0]).name  # `python -m esptool` is esptool
     if log:
         log("$ " + shlex.join(command))
     tail = []
@@ -251,13 +254,14 @@ def _run(command: list[str], log=None, timeout: float = FLASH_TOOL_TIMEOUT) -> N
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise EdgekitError(f"{Path(command[0]).name} did not finish within {timeout} s; check the board's "
+        raise EdgekitError(f"{tool} did not finish within {timeout} s; check the board's "
                            "connection") from None
     finally:
         reader.join(timeout=1)
     if code != 0:
-        last = tail[-1] if tail else "no output"
-        raise EdgekitError(f"{Path(command[0]).name} failed with exit status {code}: {last[:200]}")
+        telling = [line for line in tail if re.search(r"error|errno|fail|could not|cannot|not found", line, re.I)]
+        last = (telling or tail or ["no output"])[-1].strip()
+        raise EdgekitError(f"{tool} failed with exit status {code}: {last[:200]}")
 
 
 class Session:
@@ -445,11 +449,16 @@ class EsptoolRunner(Runner):
         settings = board.flash
         runner.port = runner.need_port()
         runner.chip = str(settings.get("chip", board.name))
-        app = runner.firmware(suffixes=(".bin",))
         images = build.manifest.get("flash_images")
-        if images:  # [{offset, file}] written by the build, when it knows better than the defaults
+        from_idf = _idf_flash_files(build.dir / "build")
+        if from_idf:  # what `idf.py build` says it wrote, at which offsets: the most exact source
+            runner.images = from_idf
+            app = max(from_idf)[1]
+        elif images:  # [{offset, file}] written by the build, when it knows better than the defaults
             runner.images = [(int(str(i["offset"]), 0), build.dir / i["file"]) for i in images]
+            app = max(runner.images)[1]
         else:
+            app = runner.firmware(suffixes=(".bin",))
             root = app.parent
             runner.images = [
                 (int(settings.get("bootloader_offset", 0x1000)), root / "bootloader" / "bootloader.bin"),
@@ -471,6 +480,18 @@ class EsptoolRunner(Runner):
         for offset, path in self.images:
             command += [hex(offset), str(path)]
         return [command]
+
+
+def _idf_flash_files(idf_build: Path) -> list[tuple[int, Path]] | None:
+    """[(offset, file)] from ESP-IDF's build/flasher_args.json, sorted by offset, or None without one."""
+    path = idf_build / "flasher_args.json"
+    if not path.is_file():
+        return None
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["flash_files"]
+        return sorted((int(offset, 0), idf_build / name) for offset, name in files.items())
+    except (json.JSONDecodeError, KeyError, ValueError, AttributeError, TypeError):
+        raise EdgekitError(f"{path} is not ESP-IDF's flasher_args.json; rebuild with idf.py build") from None
 
 
 class PyocdRunner(Runner):

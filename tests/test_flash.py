@@ -292,3 +292,21 @@ def test_hardware_boards_need_a_port_to_profile(tmp_path):
     build = load_build(_manifest(tmp_path / "n", "nucleo-l4r5zi"))
     with pytest.raises(UsageError, match="nucleo-l4r5zi is reached through its serial port; pass --port"):
         open_device(build)
+
+
+def test_esptool_uses_idf_flasher_args_and_reports_its_failure(tmp_path):
+    """After `idf.py build`: the images and offsets ESP-IDF wrote; esptool really runs (and fails on no port)."""
+    build = _manifest(tmp_path / "e", "esp32s3", firmware=None)
+    idf = build / "build"
+    files = {"0x0": "bootloader/bootloader.bin", "0x8000": "partition_table/partition-table.bin",
+             "0x10000": "edgekit_app.bin"}
+    for name in files.values():
+        _firmware(idf, name, 4096)
+    (idf / "flasher_args.json").write_text(json.dumps({"flash_files": files}))
+    command = flash_build(build, port="/dev/ttyEDGEKIT0", dry_run=True)["commands"][0]
+    assert command.endswith(f"write-flash 0x0 {idf}/bootloader/bootloader.bin 0x8000 "
+                            f"{idf}/partition_table/partition-table.bin 0x10000 {idf}/edgekit_app.bin")
+    lines = []
+    with pytest.raises(EdgekitError, match="esptool failed with exit status 2: .*could not open port /dev/ttyEDGEKIT0"):
+        flash_build(build, port="/dev/ttyEDGEKIT0", log=lines.append)
+    assert lines[0].startswith("$ ") and "write-flash" in lines[0]
