@@ -47,6 +47,8 @@ class Simulator:
         self.overrun = False
 
     def banner(self) -> bytes:
+        if "initfail" in self.faults:
+            return b"e-[init failed: arena too small]\r\nm-ready\r\n"
         return b"m-init-done\r\nm-ready\r\n"
 
     def compute(self, data: bytes) -> bytes:

@@ -105,6 +105,11 @@ def test_stale_build_or_device_is_refused(kws, tmp_path):
         profile_build(build, runs=1)
 
 
+def test_init_failure_is_reported(kws, tmp_path):
+    with pytest.raises(EdgekitError, match="the device reported init failed: arena too small at start"):
+        profile_build(_fake_build(tmp_path / "b", kws, "initfail"), runs=1)
+
+
 def test_garbage_and_split_lines_still_profile(kws, tmp_path):
     done, _ = _edgekit("profile", _fake_build(tmp_path / "b", kws, "garbage", "split"), "--runs", 3, "--json")
     assert done.returncode == 0, done.stderr
