@@ -288,6 +288,7 @@ class _Lowering:
         pad_top, pad_left = padding_for(op, self.graph)
         w_name = self.array(layer, "weights", weights, "int8")
         b_name = self.array(layer, "bias", _int32(folded, "bias"), "int32")
+        raw_name = self.array(layer, "bias_raw", _int32(bias, "bias"), "int32")
         m_name = self.array(layer, "mult", np.array(mult), "int32")
         s_name = self.array(layer, "shift", np.array(shift), "int8")
         layer.struct = "ek_conv_params_t"
@@ -297,7 +298,7 @@ class _Lowering:
             ("stride_w", op.options.get("stride_w", 1)), ("dil_h", op.options.get("dilation_h_factor", 1)),
             ("dil_w", op.options.get("dilation_w_factor", 1)), ("pad_top", pad_top), ("pad_left", pad_left),
             ("depth_multiplier", out_c // in_c if depthwise else 1), ("in_zp", in_zp), ("out_zp", out_zp),
-            ("act_min", lo), ("act_max", hi), ("weights", w_name), ("bias", b_name), ("mult", m_name),
+            ("act_min", lo), ("act_max", hi), ("weights", w_name), ("bias", b_name), ("bias_raw", raw_name), ("mult", m_name),
             ("shift", s_name),
         ]
         kernel = "ek_depthwise_conv2d_s8" if depthwise else "ek_conv2d_s8"

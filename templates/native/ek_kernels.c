@@ -7,6 +7,12 @@
  */
 #include "ek_kernels.h"
 
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h> /* Cortex-M4/M7/M33 DSP extension: two 16-bit multiply-accumulates per instruction */
+#endif
+
 #define EK_INT32_MIN (-2147483647 - 1)
 #define EK_INT32_MAX 2147483647
 
@@ -136,8 +142,121 @@ static int32_t ek_one_minus_x_over_one_plus_x(int32_t a) {
 }
 
 /* ------------------------------------------------------------------------------------------------------------
+ * Dot products: the inner loop of convolutions and fully connected layers. Integer sums are exact, so the order
+ * of the additions (and the DSP path) cannot change a result.
+ */
+
+#if defined(__ARM_FEATURE_DSP)
+static inline uint32_t ek_load4(const int8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, sizeof(v)); /* one unaligned LDR on Cortex-M */
+  return v;
+}
+
+static inline uint32_t ek_ror8(uint32_t v) { return (v >> 8) | (v << 24); }
+#endif
+
+/* acc[k] += dot(x, w + k * stride) for k = 0..3, n terms: four output channels share each input load. */
+static void ek_dot4_s8(const int8_t *x, const int8_t *w, int32_t stride, int32_t n, int32_t *acc) {
+  const int8_t *w0 = w, *w1 = w + stride, *w2 = w + 2 * stride, *w3 = w + 3 * stride;
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  int32_t i = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; i + 4 <= n; i += 4) {
+    const uint32_t xv = ek_load4(x + i);
+    const int16x2_t xe = __sxtb16(xv), xo = __sxtb16(ek_ror8(xv));
+    uint32_t wv = ek_load4(w0 + i);
+    a0 = __smlad(xe, __sxtb16(wv), a0);
+    a0 = __smlad(xo, __sxtb16(ek_ror8(wv)), a0);
+    wv = ek_load4(w1 + i);
+    a1 = __smlad(xe, __sxtb16(wv), a1);
+    a1 = __smlad(xo, __sxtb16(ek_ror8(wv)), a1);
+    wv = ek_load4(w2 + i);
+    a2 = __smlad(xe, __sxtb16(wv), a2);
+    a2 = __smlad(xo, __sxtb16(ek_ror8(wv)), a2);
+    wv = ek_load4(w3 + i);
+    a3 = __smlad(xe, __sxtb16(wv), a3);
+    a3 = __smlad(xo, __sxtb16(ek_ror8(wv)), a3);
+  }
+#endif
+  for (; i < n; i++) {
+    const int32_t xv = x[i];
+    a0 += xv * w0[i];
+    a1 += xv * w1[i];
+    a2 += xv * w2[i];
+    a3 += xv * w3[i];
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+
+static int32_t ek_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
+  int32_t i = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; i + 4 <= n; i += 4) {
+    const uint32_t xv = ek_load4(x + i), wv = ek_load4(w + i);
+    acc = __smlad(__sxtb16(xv), __sxtb16(wv), acc);
+    acc = __smlad(__sxtb16(ek_ror8(xv)), __sxtb16(ek_ror8(wv)), acc);
+  }
+#endif
+  for (; i < n; i++) {
+    acc += (int32_t)x[i] * w[i];
+  }
+  return acc;
+}
+
+/* ------------------------------------------------------------------------------------------------------------
  * Convolutions.
  */
+
+/* The output of one pixel, all channels, when its whole window lies inside the input and taps are contiguous
+ * along a row (dil_w == 1): per window row, one dot product of k_w * in_c terms, four channels at a time. */
+static void ek_conv_pixel_inside(const ek_conv_params_t *p, const int8_t *origin, int8_t *output) {
+  const int32_t row_len = p->k_w * p->in_c;
+  const int32_t row_step = p->dil_h * p->in_w * p->in_c;
+  const int32_t taps = p->k_h * row_len;
+  int32_t oc, ky, k;
+  for (oc = 0; oc < p->out_c; oc += 4) {
+    const int32_t block = p->out_c - oc < 4 ? p->out_c - oc : 4;
+    const int8_t *w = p->weights + oc * taps;
+    int32_t acc[4];
+    if (block == 4) {
+      for (k = 0; k < 4; k++) {
+        acc[k] = p->bias[oc + k];
+      }
+      for (ky = 0; ky < p->k_h; ky++) {
+        ek_dot4_s8(origin + ky * row_step, w + ky * row_len, taps, row_len, acc);
+      }
+    } else {
+      for (k = 0; k < block; k++) {
+        acc[k] = p->bias[oc + k];
+        for (ky = 0; ky < p->k_h; ky++) {
+          acc[k] = ek_dot_s8(origin + ky * row_step, w + k * taps + ky * row_len, row_len, acc[k]);
+        }
+      }
+    }
+    for (k = 0; k < block; k++) {
+      const int32_t v = ek_requantize(acc[k], p->mult[oc + k], p->shift[oc + k]) + p->out_zp;
+      output[oc + k] = (int8_t)ek_clamp(v, p->act_min, p->act_max);
+    }
+  }
+}
+
+/* The taps of a window that fall inside the input, along one axis: [*first, *last). */
+static void ek_window_range(int32_t origin, int32_t kernel, int32_t dilation, int32_t size, int32_t *first,
+                            int32_t *last) {
+  int32_t k0 = 0, k1 = kernel;
+  while (k0 < kernel && origin + k0 * dilation < 0) {
+    k0++;
+  }
+  while (k1 > k0 && origin + (k1 - 1) * dilation >= size) {
+    k1--;
+  }
+  *first = k0;
+  *last = k1;
+}
 
 void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output) {
   const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
@@ -145,59 +264,37 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
   const int32_t k_h = p->k_h, k_w = p->k_w;
   const int32_t dil_h = p->dil_h, dil_w = p->dil_w;
   const int32_t taps = k_h * k_w * in_c;
-  const int32_t pad_value = p->in_zp;
+  const int32_t in_zp = p->in_zp;
   const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
-  const int32_t pointwise = (k_h == 1 && k_w == 1);
   int32_t oy, ox, oc, ky, kx, ic;
   for (oy = 0; oy < p->out_h; oy++) {
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    int32_t ky0, ky1;
+    ek_window_range(iy0, k_h, dil_h, in_h, &ky0, &ky1);
     for (ox = 0; ox < p->out_w; ox++) {
       const int32_t ix0 = ox * p->stride_w - p->pad_left;
-      const int32_t inside = iy0 >= 0 && ix0 >= 0 && iy0 + (k_h - 1) * dil_h < in_h && ix0 + (k_w - 1) * dil_w < in_w;
-      const int8_t *w = p->weights;
+      int32_t kx0, kx1;
+      ek_window_range(ix0, k_w, dil_w, in_w, &kx0, &kx1);
+      if (ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w && (dil_w == 1 || k_w == 1)) {
+        ek_conv_pixel_inside(p, input + (iy0 * in_w + ix0) * in_c, output);
+        output += out_c;
+        continue;
+      }
       for (oc = 0; oc < out_c; oc++) {
-        int32_t acc = p->bias[oc];
-        if (pointwise && inside) {
-          const int8_t *x = input + (iy0 * in_w + ix0) * in_c;
-          for (ic = 0; ic < in_c; ic++) {
-            acc += (int32_t)w[ic] * x[ic];
-          }
-        } else if (inside) {
-          for (ky = 0; ky < k_h; ky++) {
-            const int8_t *row = input + ((iy0 + ky * dil_h) * in_w + ix0) * in_c;
-            const int8_t *wr = w + ky * k_w * in_c;
-            for (kx = 0; kx < k_w; kx++) {
-              const int8_t *x = row + kx * dil_w * in_c;
-              const int8_t *wk = wr + kx * in_c;
-              for (ic = 0; ic < in_c; ic++) {
-                acc += (int32_t)wk[ic] * x[ic];
-              }
-            }
-          }
-        } else {
-          for (ky = 0; ky < k_h; ky++) {
-            const int32_t iy = iy0 + ky * dil_h;
-            for (kx = 0; kx < k_w; kx++) {
-              const int32_t ix = ix0 + kx * dil_w;
-              const int8_t *wk = w + (ky * k_w + kx) * in_c;
-              if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
-                const int8_t *x = input + (iy * in_w + ix) * in_c;
-                for (ic = 0; ic < in_c; ic++) {
-                  acc += (int32_t)wk[ic] * x[ic];
-                }
-              } else {
-                int32_t sum = 0;
-                for (ic = 0; ic < in_c; ic++) {
-                  sum += wk[ic];
-                }
-                acc += sum * pad_value; /* a padded tap contributes nothing once the zero point is removed */
-              }
+        const int8_t *w = p->weights + oc * taps;
+        int32_t acc = p->bias_raw[oc];
+        for (ky = ky0; ky < ky1; ky++) {
+          const int32_t iy = iy0 + ky * dil_h;
+          for (kx = kx0; kx < kx1; kx++) {
+            const int8_t *x = input + (iy * in_w + ix0 + kx * dil_w) * in_c;
+            const int8_t *wk = w + (ky * k_w + kx) * in_c;
+            for (ic = 0; ic < in_c; ic++) {
+              acc += (int32_t)wk[ic] * (x[ic] - in_zp);
             }
           }
         }
         acc = ek_requantize(acc, p->mult[oc], p->shift[oc]) + out_zp;
         *output++ = (int8_t)ek_clamp(acc, act_min, act_max);
-        w += taps;
       }
     }
   }
@@ -206,40 +303,47 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
 void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output) {
   const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
   const int32_t k_h = p->k_h, k_w = p->k_w;
-  const int32_t dil_h = p->dil_h, dil_w = p->dil_w;
+  const int32_t row_step = p->dil_h * in_w * in_c, tap_step = p->dil_w * in_c;
   const int32_t taps = k_h * k_w;
   const int32_t mult_c = p->depth_multiplier;
-  const int32_t pad_value = p->in_zp;
+  const int32_t in_zp = p->in_zp;
   const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
   int32_t oy, ox, ic, m, ky, kx;
   for (oy = 0; oy < p->out_h; oy++) {
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    int32_t ky0, ky1;
+    ek_window_range(iy0, k_h, p->dil_h, in_h, &ky0, &ky1);
     for (ox = 0; ox < p->out_w; ox++) {
       const int32_t ix0 = ox * p->stride_w - p->pad_left;
-      const int32_t inside = iy0 >= 0 && ix0 >= 0 && iy0 + (k_h - 1) * dil_h < in_h && ix0 + (k_w - 1) * dil_w < in_w;
+      int32_t kx0, kx1, inside;
       int32_t oc = 0;
+      const int8_t *first;
+      ek_window_range(ix0, k_w, p->dil_w, in_w, &kx0, &kx1);
+      inside = ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w;
+      /* the first tap inside the input, channel 0 */
+      first = input + ((iy0 + ky0 * p->dil_h) * in_w + ix0 + kx0 * p->dil_w) * in_c;
       for (ic = 0; ic < in_c; ic++) {
         for (m = 0; m < mult_c; m++, oc++) {
-          const int8_t *w = p->weights + oc * taps;
-          int32_t acc = p->bias[oc];
+          const int8_t *w = p->weights + oc * taps + ky0 * k_w;
+          const int8_t *x = first + ic;
+          int32_t acc;
           if (inside) {
+            acc = p->bias[oc];
             for (ky = 0; ky < k_h; ky++) {
-              const int8_t *x = input + ((iy0 + ky * dil_h) * in_w + ix0) * in_c + ic;
               for (kx = 0; kx < k_w; kx++) {
-                acc += (int32_t)w[kx] * x[kx * dil_w * in_c];
+                acc += (int32_t)w[kx] * x[kx * tap_step];
               }
               w += k_w;
+              x += row_step;
             }
           } else {
-            for (ky = 0; ky < k_h; ky++) {
-              const int32_t iy = iy0 + ky * dil_h;
-              for (kx = 0; kx < k_w; kx++) {
-                const int32_t ix = ix0 + kx * dil_w;
-                const int32_t x = (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) ? input[(iy * in_w + ix) * in_c + ic]
-                                                                                  : pad_value;
-                acc += (int32_t)w[kx] * x;
+            acc = p->bias_raw[oc];
+            for (ky = ky0; ky < ky1; ky++) {
+              for (kx = kx0; kx < kx1; kx++) {
+                acc += (int32_t)w[kx] * (x[(kx - kx0) * tap_step] - in_zp);
               }
               w += k_w;
+              x += row_step;
             }
           }
           acc = ek_requantize(acc, p->mult[oc], p->shift[oc]) + out_zp;
@@ -251,21 +355,31 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
 }
 
 void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output) {
-  const int32_t in_n = p->in_n;
-  int32_t b, o, i;
+  const int32_t in_n = p->in_n, out_n = p->out_n;
   const int32_t step = p->per_channel ? 1 : 0;
+  int32_t b, o, k;
   for (b = 0; b < p->batches; b++) {
-    const int8_t *w = p->weights;
-    for (o = 0; o < p->out_n; o++) {
-      int32_t acc = p->bias[o];
-      for (i = 0; i < in_n; i++) {
-        acc += (int32_t)w[i] * input[i];
+    for (o = 0; o < out_n; o += 4) {
+      const int32_t block = out_n - o < 4 ? out_n - o : 4;
+      const int8_t *w = p->weights + o * in_n;
+      int32_t acc[4];
+      for (k = 0; k < block; k++) {
+        acc[k] = p->bias[o + k];
       }
-      acc = ek_requantize(acc, p->mult[o * step], p->shift[o * step]) + p->out_zp;
-      *output++ = (int8_t)ek_clamp(acc, p->act_min, p->act_max);
-      w += in_n;
+      if (block == 4) {
+        ek_dot4_s8(input, w, in_n, in_n, acc);
+      } else {
+        for (k = 0; k < block; k++) {
+          acc[k] = ek_dot_s8(input, w + k * in_n, in_n, acc[k]);
+        }
+      }
+      for (k = 0; k < block; k++) {
+        const int32_t v = ek_requantize(acc[k], p->mult[(o + k) * step], p->shift[(o + k) * step]) + p->out_zp;
+        output[o + k] = (int8_t)ek_clamp(v, p->act_min, p->act_max);
+      }
     }
     input += in_n;
+    output += out_n;
   }
 }
 

@@ -20,8 +20,9 @@ extern "C" {
 #endif
 
 /* CONV_2D and DEPTHWISE_CONV_2D. Weights: conv [out_c][k_h][k_w][in_c] (TFLite's OHWI), depthwise
- * [out_c][k_h][k_w] (transposed by the generator). bias[] already holds bias - in_zp * sum(weights), so padded
- * taps are treated as the input zero point, exactly as TFLite Micro skips them. */
+ * [out_c][k_h][k_w] (transposed by the generator). Where the whole window is inside the input, bias[] (which
+ * already holds bias - in_zp * sum(weights)) lets the inner loop multiply raw inputs; at the borders the kernel
+ * starts from bias_raw[] and sums weight * (input - in_zp) over the taps inside, as TFLite Micro does. */
 typedef struct {
   int32_t in_h, in_w, in_c;
   int32_t out_h, out_w, out_c;
@@ -33,8 +34,9 @@ typedef struct {
   int32_t in_zp, out_zp;
   int32_t act_min, act_max;
   const int8_t *weights;
-  const int32_t *bias;
-  const int32_t *mult;  /* per output channel */
+  const int32_t *bias;     /* zero point folded in */
+  const int32_t *bias_raw; /* the model's bias */
+  const int32_t *mult;     /* per output channel */
   const int8_t *shift;
 } ek_conv_params_t;
 
