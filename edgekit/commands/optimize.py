@@ -111,8 +111,10 @@ def command(model, data, output, recipe, structured, criterion, rank_energy, pru
 
         check_path(plot)
 
-    keras_model = load_keras_model(model)
+    keras_model = load_keras_model(model, quiet=as_json)
     dataset = load_data(data, keras_model)
+    if dataset is None:
+        info("no --data: steps run without fine-tuning, and accuracy and int8 figures need data", as_json)
     console = None if as_json else stdout_console()
 
     def show(step_report):
@@ -183,7 +185,7 @@ def _print_step(console, s: dict) -> None:
     d = s["details"]
     if s["technique"] == "structured":
         rows = [[", ".join(u["layers"]), u["channels"], u["kept"], u["note"]] for u in d["units"]]
-        console.print(table("Channels kept (layers tied by residual Adds are pruned together)",
+        console.print(table("Channels kept (layers tied by a residual Add are listed, and pruned, together)",
                             ["layers", "channels", "kept", ""], rows, right_align_from=1))
     elif s["technique"] == "magnitude":
         rows = [[r["layer"], r["weights"], _pct(r["sparsity"])] for r in d["layers"]]

@@ -97,12 +97,15 @@ def validate_step(step: dict, where: str = "optimize step") -> dict:
     return result
 
 
-def load_keras_model(path):
+def load_keras_model(path, quiet: bool = True):
     """A Keras 3 model from .keras/.h5 (tf_keras-only files, such as older .h5, are converted to Keras 3)."""
+    from edgekit.console import info
     from edgekit.models import load_model
     from edgekit.optimize.graph import to_keras3
 
     loaded = load_model(path)
+    if loaded.note:
+        info(f"note: {loaded.note}", quiet)
     if loaded.framework not in ("keras3", "tf_keras"):
         raise EdgekitError(f"{path} is a {loaded.framework} model; optimize needs a Keras model (.keras or .h5)")
     return to_keras3(loaded.model)
@@ -137,7 +140,7 @@ def measure(model, dataset, reference_outputs=None, int8: bool = True) -> dict:
 def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: bool = True, on_step=None):
     """Apply the steps in order; returns (optimized Keras 3 model, report).
 
-    `dataset` has x_train, y_train, x_test, y_test (edgekit.data.Dataset; y may be None, the whole dataset may be
+    `model` is a Keras 3 or tf_keras model, or a path. `dataset` has x_train, y_train, x_test, y_test (edgekit.data.Dataset; y may be None, the whole dataset may be
     None: then only structured and lowrank run, without fine-tuning). `on_step(step_report)` is called after each
     step (the CLI prints its table there). The input model is not modified.
     """
@@ -145,6 +148,8 @@ def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: 
     from edgekit.optimize.metrics import predict, quality
 
     steps = [validate_step(s, f"optimize step {i + 1}") for i, s in enumerate(steps)]
+    if isinstance(model, str) or hasattr(model, "__fspath__"):
+        model = load_keras_model(model, quiet)
     original = to_keras3(model)
     dataset = load_data(dataset, original)
     has_data = _has_data(dataset)

@@ -223,11 +223,10 @@ def structured_prune(model, ratio: float, criterion: str = "auto"):
             if len(w) > 1:
                 w[1] = w[1][keep_out]
             node.config["units" if node.class_name == "Dense" else "filters"] = int(len(keep_out))
-        elif node.class_name in DEPTHWISE and cmap[node.name] is not None:
-            if len(keep_in) != w[0].shape[-2]:
-                w[0] = np.take(w[0], keep_in, axis=-2)
-                if len(w) > 1:
-                    w[1] = w[1][keep_in]
+        elif node.class_name in DEPTHWISE and len(keep_in) != w[0].shape[-2]:  # multiplier 1: in == out
+            w[0] = np.take(w[0], keep_in, axis=-2)
+            if len(w) > 1:
+                w[1] = w[1][keep_in]
         elif node.class_name in ("BatchNormalization", "PReLU"):
             n_in = len(cmap[node.inputs[0]])
             node.weights = [np.take(a, keep_in, axis=-1) if a.shape and a.shape[-1] == n_in else a for a in w]
