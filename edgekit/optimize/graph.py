@@ -81,8 +81,14 @@ def read_graph(model) -> ModelGraph:
 
 
 def _read_sequential(model, framework) -> ModelGraph:
-    shape = tuple(model.inputs[0].shape[1:])
-    dtype = str(getattr(model.inputs[0].dtype, "name", model.inputs[0].dtype))
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise EdgekitError(f"model {model.name!r} has no input shape yet; build it with keras.Input(shape) first")
+    shape = tuple(inputs[0].shape[1:])
+    dtype = str(getattr(inputs[0].dtype, "name", inputs[0].dtype))
     nodes = [Node("input", "InputLayer", {}, [], input_shape=shape, input_dtype=dtype)]
     previous = "input"
     for layer in model.layers:
@@ -133,11 +139,18 @@ def build_model(graph: ModelGraph, name: str | None = None):
         if node.class_name == "InputLayer":
             tensors[node.name] = k.Input(shape=node.input_shape, dtype=node.input_dtype, name=node.name)
             continue
-        layer = _make_layer(k, node, graph.framework)
         args = [tensors[i] for i in node.inputs]
-        tensors[node.name] = layer(args if _takes_list(node.class_name) else args[0])
-        if node.weights:
-            layer.set_weights(node.weights)
+        try:
+            layer = _make_layer(k, node, graph.framework)
+            tensors[node.name] = layer(args if _takes_list(node.class_name) else args[0])
+            if node.weights:
+                layer.set_weights(node.weights)
+        except EdgekitError:
+            raise
+        except Exception as error:  # a layer Keras 3 cannot rebuild from its config (Lambda, custom layers...)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise EdgekitError(f"cannot rebuild layer {node.name!r} ({node.class_name}) as a Keras 3 layer: "
+                               f"{first}") from None
         layers.append(layer)
     inputs = [tensors[n.name] for n in graph.nodes if n.class_name == "InputLayer"]
     outputs = [tensors[o] for o in graph.outputs]
