@@ -261,7 +261,9 @@ class _Lowering:
     # operators --------------------------------------------------------------------------------------------------
     def lower(self, op: Operator, index: int) -> _Layer:
         t = self.graph.tensors
-        comment = f"{op.opcode} -> {t[op.outputs[0]].name} {list(t[op.outputs[0]].shape)}"
+        out_name = t[op.outputs[0]].name.split(";")[0]  # converters join every fused layer's name with ';'
+        out_name = out_name if len(out_name) <= 60 else out_name[:57] + "..."
+        comment = f"{op.opcode} -> {out_name} {list(t[op.outputs[0]].shape)}"
         layer = _Layer(index=index, name=op.opcode, comment=c_comment(comment))
         method = getattr(self, "_" + op.opcode.lower())
         method(op, layer)
