@@ -21,10 +21,15 @@ UPLOAD_CHUNK = 512  # input bytes per `db` command: 1,024 hex digits, well under
 MAX_LINE = 1 << 22  # longest line kept (ek-out of a 2 MB output); longer runs of bytes are garbage
 BOOT_TIMEOUT = 15.0  # seconds from connect to the first answer (TFLite Micro init on a slow board)
 COMMAND_TIMEOUT = 5.0  # seconds for a command that does not run the model
+RESEND_AFTER = 2.0  # seconds of silence after which `sync` sends its `name` again
 
 
 class DeviceError(EdgekitError):
     """The device misbehaved: no answer, reset, closed connection, or an e-[...] line."""
+
+
+class DeviceTimeout(DeviceError):
+    """The device did not answer in time."""
 
 
 # -- transports: read with timeout, write, close --------------------------------------------------------------
@@ -219,7 +224,7 @@ class Device:
                 self.skipped_lines += 1
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeviceError(f"no answer from {self.transport.description} to {during} within "
+                raise DeviceTimeout(f"no answer from {self.transport.description} to {during} within "
                                   f"{timeout:g} s; expected lines ending with m-ready")
             self._buffer += self.transport.read(min(left, 0.25))
 
@@ -250,10 +255,20 @@ class Device:
         m-ready. Returns the boot lines seen before the answer (e.g. an `e-[init failed: ...]`)."""
         deadline = time.monotonic() + timeout
         self.transport.write(b"name%")
+        resend = time.monotonic() + RESEND_AFTER
         boot = []
         named = False
         while True:
-            line = self._next_line(deadline, timeout, "'name' (waiting for the device to start)")
+            try:
+                line = self._next_line(min(deadline, resend), timeout, "'name' (waiting for the device to start)")
+            except DeviceTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                # A board still booting (reset by its flash tool) may have missed the command: ask again.
+                # A second answer, if both arrive, is drained below.
+                self.transport.write(b"name%")
+                resend = time.monotonic() + RESEND_AFTER
+                continue
             if line.startswith("m-name-dut-"):
                 named = True
             elif line == "m-ready":

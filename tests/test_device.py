@@ -71,11 +71,14 @@ class Simulator:
                 self.overrun = True  # the host sent more before m-ready: no flow control
             if self.silent:
                 continue
+            if "deaf" in self.faults and not self.commands:  # still booting: the first command is lost
+                self.commands = -1
+                continue
             out += self.answer(command)
         return bytes(out)
 
     def answer(self, command: str) -> bytes:
-        self.commands += 1
+        self.commands = max(self.commands, 0) + 1
         words = command.split()
         lines = []
         if command == "name":
@@ -473,3 +476,16 @@ def test_a_device_that_only_babbles_times_out():
         device.close()
         listener.close()
         thread.join(timeout=2)
+
+
+def test_sync_asks_again_when_the_first_command_is_lost():
+    """A board reset by its flash tool may still be booting when `name` arrives: sync resends it."""
+    fake, device = _connect("deaf", "strict")
+    try:
+        started = time.monotonic()
+        device.sync(6.0)
+        assert 1.5 < time.monotonic() - started < 4
+        assert device.info().input_bytes == 40 and not fake.sim.overrun
+    finally:
+        device.close()
+        fake.close()
