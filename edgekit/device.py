@@ -153,16 +153,23 @@ class PipeTransport(Transport):
                 pass
 
     def gone_reason(self) -> str:
-        try:
-            code = self.process.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            return "it is still running"
-        tail = ""
-        if self._stderr_path and os.path.exists(self._stderr_path):
-            with open(self._stderr_path, "rb") as f:
-                lines = f.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
-            tail = f" ({lines[-1][:200]})" if lines else ""
-        return f"it exited with status {code}{tail}"
+        return exit_text(self.process, self._stderr_path, "it")
+
+
+def exit_text(process: subprocess.Popen, stderr_path=None, program: str = "it") -> str:
+    """How a process ended, with the last line it wrote to its log (stderr) when there is one."""
+    try:
+        code = process.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        return f"{program} is still running"
+    tail = ""
+    if stderr_path and os.path.exists(stderr_path):
+        with open(stderr_path, "rb") as f:
+            lines = f.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
+        tail = f" ({lines[-1].strip()[:200]})" if lines else ""
+    if code < 0:
+        return f"{program} was killed by signal {-code}{tail}"
+    return f"{program} exited with status {code}{tail}"
 
 
 def _short(error) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.boards import Board, load_board
-from edgekit.device import BOOT_TIMEOUT, Device, PipeTransport, SerialTransport
+from edgekit.device import BOOT_TIMEOUT, Device, PipeTransport, SerialTransport, exit_text
 from edgekit.errors import EdgekitError, UsageError
 
 MANIFEST = "edgekit-build.json"
@@ -302,21 +302,6 @@ def _stop(process: subprocess.Popen) -> None:
             stream.close()
 
 
-def _exit_text(process: subprocess.Popen, stderr_path: str | None, program: str) -> str:
-    try:
-        code = process.wait(timeout=0.5)
-    except subprocess.TimeoutExpired:
-        return f"{program} is still running"
-    tail = ""
-    if stderr_path and os.path.exists(stderr_path):
-        with open(stderr_path, "rb") as f:
-            lines = f.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
-        tail = f" ({lines[-1].strip()[:200]})" if lines else ""
-    if code < 0:
-        return f"{program} was killed by signal {-code}{tail}"
-    return f"{program} exited with status {code}{tail}"
-
-
 def _boot_check(session: Session, started: float) -> dict:
     """What `flash` reports for runners that start the program: it booted and answered."""
     with session:
@@ -381,7 +366,7 @@ class QemuRunner(Runner):
         os.close(fd)
         try:
             transport = SerialTransport(f"socket://127.0.0.1:{port}",
-                                        on_gone=lambda: _exit_text(process, stderr_path, "QEMU"))
+                                        on_gone=lambda: exit_text(process, stderr_path, "QEMU"))
             device = Device(transport)
             boot = device.sync(boot_timeout)
         except BaseException:
