@@ -72,3 +72,18 @@ def test_structured_fine_tunes_without_labels_by_agreement(digits_cnn):
     assert step["after"]["metric"] == "agreement" and report["before"]["value"] == 1.0
     assert step["details"]["training"]["epochs"] == 3
     assert step["after"]["value"] > 0.95
+
+
+def test_a_sigmoid_classifier_is_scored_and_trained_as_binary():
+    import keras
+
+    data = _blobs(seed=1)
+    binary = Dataset(data.x_train, (data.y_train == 0).astype("int64"), data.x_test,
+                     (data.y_test == 0).astype("int64"))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    _, report = run_recipe(model, binary, [{"technique": "structured", "ratio": 0.5, "epochs": 4,
+                                            "lr": 3e-3}], quiet=True, int8=False)
+    assert report["after"]["metric"] == "accuracy"
+    assert report["after"]["value"] > 0.9

@@ -177,7 +177,6 @@ def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: 
             if eval_x is not None:  # without labels, quality from here on is agreement with this teacher
                 reference_outputs = predict(teacher, eval_x)
                 before = {**before, **quality(current, dataset, reference_outputs)}
-        previous = current
         current, details = _run_step(current, teacher, dataset, step, quiet)
         after = measure(current, dataset, reference_outputs, int8)
         step_report = {"step": i + 1, "technique": step["technique"], "settings": step, "before": before,
@@ -186,7 +185,6 @@ def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: 
         if on_step is not None:
             on_step(step_report)
         before = after
-        del previous
     report["after"] = before
     return current, report
 

@@ -62,13 +62,15 @@ def targets_and_loss(model, dataset, reference=None):
     """(x, y, loss) to fine-tune `model` on: labels when the data has them, else the reference model's outputs."""
     from edgekit._tf import keras
 
-    from edgekit.optimize.metrics import is_classifier, predict
+    from edgekit.optimize.metrics import is_binary, is_classifier, predict
 
     x, y = dataset.x_train, dataset.y_train
     if y is not None:
-        outputs = predict(model, x[:8])
+        outputs = predict(model, x[:64])
         if is_classifier(outputs) and np.asarray(y).ndim == 1:
             return x, np.asarray(y), classification_loss(model, x, y)
+        if is_binary(outputs, y):
+            return x, np.asarray(y, np.float32).reshape(-1, 1), keras().losses.BinaryCrossentropy()
         return x, np.asarray(y, dtype=np.float32).reshape((len(x),) + outputs.shape[1:]), keras().losses.MeanSquaredError()
     if reference is None:
         raise EdgekitError("fine-tuning needs labels (y_train) or a reference model; the data has no labels")

@@ -57,6 +57,12 @@ def is_classifier(outputs) -> bool:
     return outputs.ndim == 2 and outputs.shape[1] > 1
 
 
+def is_binary(outputs, labels) -> bool:
+    """One sigmoid unit against 0/1 labels."""
+    return outputs.ndim == 2 and outputs.shape[1] == 1 and bool(np.all((outputs >= 0) & (outputs <= 1))) \
+        and labels is not None and np.isin(np.unique(labels), (0, 1)).all()
+
+
 def quality(model, dataset, reference_outputs=None) -> dict:
     """How well the model does on the test split: accuracy with labels, else agreement with a reference model.
 
@@ -71,6 +77,8 @@ def quality(model, dataset, reference_outputs=None) -> dict:
     if y is not None:
         if is_classifier(outputs) and y.ndim == 1:
             return {"metric": "accuracy", "value": float(np.mean(np.argmax(outputs, axis=1) == y))}
+        if is_binary(outputs, y):
+            return {"metric": "accuracy", "value": float(np.mean((outputs[:, 0] > 0.5) == (y.ravel() > 0.5)))}
         return {"metric": "mse", "value": float(np.mean((outputs - y.reshape(outputs.shape)) ** 2))}
     if reference_outputs is None:
         return {"metric": None, "value": None}
