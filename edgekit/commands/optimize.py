@@ -113,8 +113,6 @@ def command(model, data, output, recipe, structured, criterion, rank_energy, pru
 
     keras_model = load_keras_model(model, quiet=as_json)
     dataset = load_data(data, keras_model)
-    if dataset is None:
-        info("no --data: steps run without fine-tuning, and accuracy and int8 figures need data", as_json)
     console = None if as_json else stdout_console()
 
     def show(step_report):

@@ -163,6 +163,10 @@ def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: 
             raise EdgekitError(f"optimize step {i + 1} ({step['technique']}) fine-tunes for {step['epochs']} "
                                f"epochs but there is no training data; pass --data FILE or set epochs to 0")
 
+    if not has_data:
+        from edgekit.console import info
+
+        info("no data: steps run without fine-tuning, and accuracy and int8 figures need data", quiet)
     current = _copy(original)
     eval_x = _eval_inputs(dataset)
     reference_outputs = predict(original, eval_x) if eval_x is not None else None
