@@ -190,7 +190,7 @@ def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: 
             on_step(step_report)
         before = after
     report["after"] = before
-    return current, report
+    return _copy(current), report  # uncompiled: no optimizer state travels into the saved .keras
 
 
 def _eval_inputs(dataset):
