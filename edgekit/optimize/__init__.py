@@ -140,8 +140,9 @@ def measure(model, dataset, reference_outputs=None, int8: bool = True) -> dict:
 def run_recipe(model, dataset, steps: list[dict], quiet: bool = False, *, int8: bool = True, on_step=None):
     """Apply the steps in order; returns (optimized Keras 3 model, report).
 
-    `model` is a Keras 3 or tf_keras model, or a path. `dataset` has x_train, y_train, x_test, y_test (edgekit.data.Dataset; y may be None, the whole dataset may be
-    None: then only structured and lowrank run, without fine-tuning). `on_step(step_report)` is called after each
+    `model` is a Keras 3 or tf_keras model, or a path. `dataset` is an edgekit.data.Dataset or a data path (y may
+    be None; without any dataset only structured and lowrank run, without fine-tuning). `int8=False` skips the
+    quantization after each step (no flash/zlib/RAM figures; faster). `on_step(step_report)` is called after each
     step (the CLI prints its table there). The input model is not modified.
     """
     from edgekit.optimize.graph import to_keras3

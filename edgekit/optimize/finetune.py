@@ -71,7 +71,8 @@ def targets_and_loss(model, dataset, reference=None):
             return x, np.asarray(y), classification_loss(model, x, y)
         if is_binary(outputs, y):
             return x, np.asarray(y, np.float32).reshape(-1, 1), keras().losses.BinaryCrossentropy()
-        return x, np.asarray(y, dtype=np.float32).reshape((len(x),) + outputs.shape[1:]), keras().losses.MeanSquaredError()
+        targets = np.asarray(y, dtype=np.float32).reshape((len(x),) + outputs.shape[1:])
+        return x, targets, keras().losses.MeanSquaredError()
     if reference is None:
         raise EdgekitError("fine-tuning needs labels (y_train) or a reference model; the data has no labels")
     from edgekit.optimize.distill import distillation_targets_and_loss
