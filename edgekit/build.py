@@ -75,7 +75,10 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
             raise _stage_unavailable("optimize", error) from None
         model, optimize_report = run_recipe(loaded.model, dataset, steps, quiet=True)
         loaded = model
-        stages.append({"stage": "optimize", "seconds": round(time.monotonic() - started, 2)})
+        stages.append({"stage": "optimize", "seconds": round(time.monotonic() - started, 2),
+                       "before": _without_bytes(optimize_report["before"]),
+                       "after": _without_bytes(optimize_report["after"]),
+                       "steps": [step["technique"] for step in optimize_report["steps"]]})
     advance("quantize")
     started = time.monotonic()
     options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}
@@ -87,6 +90,12 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
     graph = parse_tflite(result.tflite_bytes, name=model_path.stem if model_path.is_file() else model_path.name)
     require_int8(graph)
     return graph, optimize_report
+
+
+def _without_bytes(figures: dict) -> dict:
+    """An optimize measurement without the flatbuffer it carries (not for JSON)."""
+    int8 = {k: v for k, v in (figures.get("int8") or {}).items() if k != "tflite_bytes"}
+    return {**{k: v for k, v in figures.items() if k != "int8"}, "int8": int8 or None}
 
 
 def check_fit(graph, board, backend: str, report: dict) -> dict:

@@ -78,14 +78,15 @@ def fmt(value) -> str:
 @contextmanager
 def progress(quiet: bool = False):
     """A rich progress bar on stderr, or a silent stand-in with the same interface when quiet (--json)."""
-    if quiet:
+    console = None if quiet else stderr_console()
+    if console is None or not console.is_terminal:  # a bar drawn into a log file or pipe is only noise
         yield _SilentProgress()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=stderr_console(), transient=True,
+        console=console, transient=True,
     ) as bar:
         yield bar
 

@@ -45,7 +45,11 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
     rows = []
     for stage in result["stages"]:
         detail = stage.get("skipped") or ""
-        if stage["stage"] == "analyze":
+        if stage["stage"] == "optimize":
+            detail = _optimize_detail(stage)
+        elif stage["stage"] == "quantize" and stage.get("report"):
+            detail = _quantize_detail(stage["report"])
+        elif stage["stage"] == "analyze":
             detail = (f"RAM {fmt(analysis['ram']['needed_bytes'])} of {fmt(analysis['ram']['available_bytes'])} B, "
                       f"flash {fmt(analysis['flash']['needed_bytes'])} of {fmt(analysis['flash']['available_bytes'])} B")
         elif stage["stage"] == "generate":
@@ -65,6 +69,29 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
     if result.get("flash"):
         console.print(f"flashed with {result['flash'].get('runner')}", highlight=False)
     if result.get("profile"):
-        profile = result["profile"]
-        latency = profile.get("latency_ms") or profile.get("latency") or {}
-        console.print(f"profile: {latency}", highlight=False)
+        from edgekit.commands.profile import print_report
+
+        print_report(result["profile"])
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _optimize_detail(stage: dict) -> str:
+    """MACs and parameters before -> after, and the float accuracy (or agreement) they cost."""
+    before, after = stage["before"], stage["after"]
+    text = (f"{' + '.join(stage['steps'])}: MACs {fmt(before['macs'])} -> {fmt(after['macs'])}, "
+            f"params {fmt(before['params'])} -> {fmt(after['params'])}")
+    if after.get("metric") in ("accuracy", "agreement"):
+        text += f", float {after['metric']} {_percent(before['value'])} -> {_percent(after['value'])}"
+    return text
+
+
+def _quantize_detail(report: dict) -> str:
+    """What int8 cost: accuracy (or agreement with the float model) and size."""
+    if report.get("float_accuracy") is not None:
+        quality = f"accuracy float {_percent(report['float_accuracy'])} -> int8 {_percent(report['int8_accuracy'])}"
+    else:
+        quality = f"top-1 agreement {_percent(report.get('top1_agreement'))}, cosine {fmt(report.get('cosine_similarity'))}"
+    return f"{quality}; {fmt(report.get('float_bytes'))} -> {fmt(report.get('int8_bytes'))} bytes"
