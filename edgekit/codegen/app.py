@@ -204,11 +204,15 @@ def generate_app_project(board, out_dir, backend: Callable[[Path], object]) -> P
 
 
 def generate_native_project(graph, board, out_dir, *, name=None) -> Project:
-    """The native backend's model (model/) with the application and the board's platform layer around it."""
+    """The native backend's model (model/) with the application and the board's platform layer around it.
+
+    The input is preserved across inferences (edgekit_backend.h requires it): the protocol's `infer N W` runs one
+    uploaded input N + W times, as MLPerf Tiny's runner expects.
+    """
     from edgekit.codegen.native import generate_native_model
 
-    return generate_app_project(board, out_dir, lambda model_dir: generate_native_model(graph, model_dir,
-                                                                                        name=name))
+    return generate_app_project(board, out_dir, lambda model_dir: generate_native_model(
+        graph, model_dir, name=name, preserve_input=True))
 
 
 # ----------------------------------------------------------------------------------------------------------------

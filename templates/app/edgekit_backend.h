@@ -44,7 +44,8 @@ const ek_model_info_t *ek_model_info(void);
 /* Prepare the model (plan, allocate, bind tensors). Returns 0 on success. */
 int ek_model_init(void);
 
-/* Where the application writes one input and reads one output (ek_model_info()->*_bytes long). */
+/* Where the application writes one input and reads one output (ek_model_info()->*_bytes long).
+ * The input stays intact across ek_model_invoke(): one uploaded input can be run many times. */
 void *ek_model_input(void);
 const void *ek_model_output(void);
 
