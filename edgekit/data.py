@@ -38,6 +38,13 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    def all_samples(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Train and test together (once if a tiny set uses the same samples for both): for evaluation only."""
+        if self.x_train is self.x_test:
+            return self.x_test, self.y_test
+        y = None if self.y_test is None else np.concatenate([self.y_train, self.y_test])
+        return np.concatenate([self.x_train, self.x_test]), y
+
 
 def load_dataset(path, input_shape=None) -> Dataset:
     """Read a data file or folder; with `input_shape` (one sample, no batch), check and fit the data to it."""

@@ -34,12 +34,15 @@ class QuantizeResult:
 # Host inference of .tflite models (ai_edge_litert), reusable by other stages
 
 
-def _interpreter(tflite_bytes: bytes):
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(tflite_bytes: bytes, **options):
+    """LiteRT's builtin kernels without the XNNPACK delegate, whose float requantization of int8 layers drifts
+    from TFLite Micro (up to 4 output steps on MLPerf's AD model, against at most 1 without it)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     with _native_stderr_captured() as log:
         try:
-            interpreter = Interpreter(model_content=bytes(tflite_bytes))
+            interpreter = Interpreter(model_content=bytes(tflite_bytes), **options, experimental_op_resolver_type=
+                                      OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as error:
             detail = " ".join((log.getvalue() or str(error)).split())[-240:]
@@ -130,39 +133,32 @@ def evaluate_tflite(tflite_bytes: bytes, x: np.ndarray, y=None, reference_output
 # Quantization
 
 
-def quantize(model_or_path, dataset, *, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
              eval_samples: int | None = DEFAULT_EVAL_SAMPLES, per_layer: bool = True,
              quiet: bool = False) -> QuantizeResult:
     """Quantize to a fully int8 .tflite and report float vs int8 on held-out data.
 
     model_or_path: a path (.keras, .h5, SavedModel folder, .tflite), a LoadedModel or a Keras model.
-    dataset: a Dataset or a path for load_dataset.
+    dataset: a Dataset or a path for load_dataset. It may be None for a .tflite that is int8 inside with float
+    ends: that one only loses its boundary QUANTIZE/DEQUANTIZE ops (then data only adds the float/int8 report).
     """
-    from edgekit.console import info, progress
-    from edgekit.data import Dataset, load_dataset
-    from edgekit.models import LoadedModel, load_model, wrap_keras_model
+    from edgekit.console import info
 
     if calibration_samples < 1:
         raise EdgekitError(f"--calibration-samples is {calibration_samples}; expected at least 1")
-    if isinstance(model_or_path, LoadedModel):
-        loaded = model_or_path
-    elif hasattr(model_or_path, "predict") and hasattr(model_or_path, "inputs"):
-        loaded = wrap_keras_model(model_or_path)
-    else:
-        loaded = load_model(model_or_path)
+    loaded = _loaded(model_or_path)
     if loaded.note:
         info(f"note: {loaded.note}", quiet)
-    if loaded.framework == "tflite":
-        _check_float_tflite(loaded)
-    shape = loaded.input_shape
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, input_shape=shape)
-    if data.sample_shape != tuple(shape):
-        raise EdgekitError(f"data has samples of shape {data.sample_shape} but the model expects input of shape "
-                           f"{tuple(shape)}")
+    if loaded.framework == "tflite" and _check_float_tflite(loaded):
+        return _quantize_float_ends(loaded, dataset, eval_samples, quiet)
+    if dataset is None:
+        raise EdgekitError(f"{loaded.name} is a float model: calibration data is needed to quantize it "
+                           "(--data: .npz, .npy or a folder of samples)")
+    data = _dataset_for(loaded, dataset)
     calibration = representative_subset(data.x_train, calibration_samples)
-    x_test, y_test = data.x_test, data.y_test
-    if eval_samples is not None and len(x_test) > eval_samples:
-        x_test, y_test = x_test[:eval_samples], None if y_test is None else y_test[:eval_samples]
+    x_test, y_test = _eval_subset(data.x_test, data.y_test, eval_samples)
+
+    from edgekit.console import progress
 
     with progress(quiet) as bar:
         task = bar.add_task("quantizing", total=4)
@@ -189,17 +185,60 @@ def quantize(model_or_path, dataset, *, calibration_samples: int = DEFAULT_CALIB
             else:
                 layers = _layer_errors_debugger(frozen, calibration, x_test[:DEBUG_SAMPLES])
 
-    metrics = compare_outputs(float_out, int8_out, y_test)
+    report = _report(loaded, method, graph, float_bytes, int8_bytes, len(calibration),
+                     compare_outputs(float_out, int8_out, y_test), y_test is not None, len(x_test))
+    report.update({
+        "layers": layers,
+        # local: each int8 op vs its float twin fed the same inputs (TF's QuantizationDebugger);
+        # cumulative: each int8 tensor vs the same-named tensor of the float model run end to end
+        "layer_error": None if layers is None else ("cumulative" if loaded.framework == "tflite" else "local"),
+        "worst_layers": _worst(layers),
+    })
+    return QuantizeResult(int8_bytes, report)
+
+
+def _loaded(model_or_path):
+    from edgekit.models import LoadedModel, load_model, wrap_keras_model
+
+    if isinstance(model_or_path, LoadedModel):
+        return model_or_path
+    if hasattr(model_or_path, "predict") and hasattr(model_or_path, "inputs"):
+        return wrap_keras_model(model_or_path)
+    return load_model(model_or_path)
+
+
+def _dataset_for(loaded, dataset):
+    """The Dataset (read from a path if needed), checked against the model's input shape."""
+    from edgekit.data import Dataset, load_dataset
+
+    shape = tuple(loaded.input_shape)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, input_shape=shape)
+    if data.sample_shape != shape:
+        raise EdgekitError(f"data has samples of shape {data.sample_shape} but the model expects input of shape "
+                           f"{shape}")
+    return data
+
+
+def _eval_subset(x, y, eval_samples):
+    if eval_samples is not None and len(x) > eval_samples:
+        return x[:eval_samples], None if y is None else y[:eval_samples]
+    return x, y
+
+
+def _report(loaded, method, graph, float_bytes, int8_bytes, calibration_samples, metrics, labels, eval_samples):
+    """The report keys every quantization shares; metrics is compare_outputs(...) or None without data."""
+    metrics = dict(metrics or {key: None for key in ("top1_agreement", "cosine_similarity", "rmse",
+                                                        "max_abs_error")})
     float_acc, int8_acc = metrics.pop("reference_accuracy", None), metrics.pop("candidate_accuracy", None)
     inp, out = graph.input_tensors()[0], graph.output_tensors()[0]
-    report = {
+    return {
         "model": loaded.name,
         "framework": loaded.framework,
         "note": loaded.note,
         "method": method,
-        "calibration_samples": int(len(calibration)),
-        "eval_samples": int(len(x_test)),
-        "labels": y_test is not None,
+        "calibration_samples": int(calibration_samples),
+        "eval_samples": int(eval_samples),
+        "labels": labels,
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
         "accuracy_drop_points": None if float_acc is None or int8_acc is None else 100 * (float_acc - int8_acc),
@@ -210,12 +249,29 @@ def quantize(model_or_path, dataset, *, calibration_samples: int = DEFAULT_CALIB
         "input": _tensor_info(inp),
         "output": _tensor_info(out),
         "ops": graph.opcodes,
-        "layers": layers,
-        # local: each int8 op vs its float twin fed the same inputs (TF's QuantizationDebugger);
-        # cumulative: each int8 tensor vs the same-named tensor of the float model run end to end
-        "layer_error": None if layers is None else ("cumulative" if loaded.framework == "tflite" else "local"),
-        "worst_layers": _worst(layers),
     }
+
+
+REMOVED_FLOAT_IO = "removed float QUANTIZE/DEQUANTIZE ends (already int8 inside, no calibration)"
+
+
+def _quantize_float_ends(loaded, dataset, eval_samples, quiet) -> QuantizeResult:
+    """An int8 model with float ends: cut the ends off; with data, check the outputs did not move."""
+    from edgekit.console import info
+
+    float_bytes = bytes(loaded.model)
+    int8_bytes = remove_float_io(float_bytes, loaded.name)
+    graph = _check_fully_int8(int8_bytes, loaded.name)
+    info(f"note: {loaded.name} is already int8 inside: removed its float input/output QUANTIZE/DEQUANTIZE ops "
+         "(input and output are now int8, with the scales they had)", quiet)
+    metrics, labels, count = None, False, 0
+    if dataset is not None:
+        data = _dataset_for(loaded, dataset)
+        x, y = _eval_subset(*data.all_samples(), eval_samples)  # nothing is calibrated: every sample evaluates
+        metrics = compare_outputs(run_tflite(float_bytes, x), run_tflite(int8_bytes, x), y)
+        labels, count = y is not None, len(x)
+    report = _report(loaded, REMOVED_FLOAT_IO, graph, float_bytes, int8_bytes, 0, metrics, labels, count)
+    report.update({"layers": None, "layer_error": None, "worst_layers": None})
     return QuantizeResult(int8_bytes, report)
 
 
@@ -240,8 +296,8 @@ def _worst(layers, count: int = 5):
             for l in ranked[:count]]
 
 
-def _check_float_tflite(loaded) -> None:
-    """A .tflite given to quantize must be a float model: int8 ones need nothing, half-quantized ones cannot be redone."""
+def _check_float_tflite(loaded) -> bool:
+    """Is this .tflite int8 inside with float ends (True) or a float model (False)? Anything else is refused."""
     from edgekit.tflite_model import parse_tflite
 
     graph = parse_tflite(loaded.model, loaded.name)
@@ -250,11 +306,14 @@ def _check_float_tflite(loaded) -> None:
                            "(quantize expects a float model)")
     if len(graph.inputs) != 1:
         raise EdgekitError(f"{loaded.name} has {len(graph.inputs)} inputs; edgekit handles single-input models")
-    quantized = [t for t in graph.tensors if t.dtype in ("int8", "uint8") and t.is_constant]
-    if quantized:
+    if float_io_boundary(graph) is not None:
+        return True
+    if any(t.dtype in ("int8", "uint8") and t.is_constant for t in graph.tensors):
         first = graph.input_tensors()[0]
-        raise EdgekitError(f"{loaded.name} is already quantized but has a {first.dtype} input '{first.name}'; "
-                           "expected int8 input and output (re-convert the float model with edgekit quantize)")
+        raise EdgekitError(f"{loaded.name} has int8 weights but {first.dtype} activations (weight-only "
+                           "quantization); expected a float model or one with int8 activations (re-convert the "
+                           "float model with edgekit quantize)")
+    return False
 
 
 def _check_fully_int8(tflite_bytes: bytes, name: str):
@@ -386,6 +445,97 @@ def _quantize_tflite(float_bytes: bytes, calibration) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Already-quantized .tflite with float ends: remove the boundary QUANTIZE/DEQUANTIZE ops
+
+
+def float_io_boundary(graph) -> tuple[list, list] | None:
+    """The (input, output) boundary operators whose removal leaves a fully int8 model, or None.
+
+    A converter run without int8 inference types quantizes everything inside but keeps a float input (then a
+    QUANTIZE to int8) and a float output (after a DEQUANTIZE from int8); uint8 ends are QUANTIZE ops both ways.
+    The int8 tensors next to them already carry the scale and zero point a device must use.
+    """
+    ins, outs = [], []
+    for index in graph.inputs:
+        if graph.tensors[index].dtype == "int8":
+            continue
+        users = graph.consumers(index)
+        if len(users) != 1 or users[0].opcode != "QUANTIZE" or graph.tensors[users[0].outputs[0]].dtype != "int8":
+            return None
+        ins.append(users[0])
+    for index in graph.outputs:
+        if graph.tensors[index].dtype == "int8":
+            continue
+        op = graph.producer(index)
+        if (op is None or op.opcode not in ("QUANTIZE", "DEQUANTIZE") or graph.consumers(index)
+                or graph.tensors[op.inputs[0]].dtype != "int8"):
+            return None
+        outs.append(op)
+    if not ins and not outs:
+        return None
+    removed = {t for op in ins + outs for t in op.inputs + op.outputs} - {
+        op.outputs[0] for op in ins} - {op.inputs[0] for op in outs}
+    others = [t for i, t in enumerate(graph.tensors) if i not in removed]
+    if any(t.dtype.startswith("float") or t.dtype == "uint8" for t in others):
+        return None  # float inside too (weight-only quantization): nothing to remove makes it int8
+    return ins, outs
+
+
+def remove_float_io(tflite_bytes: bytes, name: str = "model") -> bytes:
+    """The same model with int8 input and output: boundary QUANTIZE/DEQUANTIZE ops and their float tensors removed.
+
+    Graph surgery on the flatbuffer object API: the int8 tensor after each input QUANTIZE becomes the graph's
+    input, the int8 tensor before each output DEQUANTIZE its output; tensor indices (operators, signatures) and
+    operator codes are renumbered. Nothing inside the model changes, so its int8 arithmetic is bit-identical.
+    """
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    from edgekit.tflite_model import parse_tflite
+
+    graph = parse_tflite(tflite_bytes, name)
+    boundary = float_io_boundary(graph)
+    if boundary is None:
+        raise EdgekitError(f"{name} has no float input/output QUANTIZE/DEQUANTIZE ops around an int8 model; "
+                           "expected an int8 model with float ends")
+    ins, outs = boundary
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite_bytes), 0))
+    subgraph = model.subgraphs[0]
+    to_int8 = {op.inputs[0]: op.outputs[0] for op in ins} | {op.outputs[0]: op.inputs[0] for op in outs}
+    inputs = [to_int8.get(int(i), int(i)) for i in subgraph.inputs]
+    outputs = [to_int8.get(int(i), int(i)) for i in subgraph.outputs]
+    dropped_ops = {op.index for op in ins + outs}
+    operators = [op for i, op in enumerate(subgraph.operators) if i not in dropped_ops]
+    used = set(inputs) | set(outputs) | {int(t) for op in operators for t in list(op.inputs) + list(op.outputs)
+                                         if t >= 0}
+    used |= {int(t) for op in operators for t in (op.intermediates if op.intermediates is not None else [])}
+    kept = [i for i in range(len(subgraph.tensors)) if i in used]
+    new_index = {old: new for new, old in enumerate(kept)}
+
+    def renumber(indices):
+        return [new_index[int(t)] if t >= 0 else -1 for t in indices]
+
+    codes = sorted({int(op.opcodeIndex) for op in operators})
+    new_code = {old: new for new, old in enumerate(codes)}
+    for op in operators:
+        op.inputs, op.outputs = renumber(op.inputs), renumber(op.outputs)
+        if op.intermediates is not None:
+            op.intermediates = renumber(op.intermediates)
+        op.opcodeIndex = new_code[int(op.opcodeIndex)]
+    model.operatorCodes = [model.operatorCodes[i] for i in codes]
+    subgraph.operators = operators
+    subgraph.tensors = [subgraph.tensors[i] for i in kept]
+    subgraph.inputs, subgraph.outputs = renumber(inputs), renumber(outputs)
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0:
+            for entry in (signature.inputs or []) + (signature.outputs or []):
+                entry.tensorIndex = new_index[to_int8.get(int(entry.tensorIndex), int(entry.tensorIndex))]
+    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Per-layer error
 
 
@@ -445,16 +595,10 @@ def _parse_layer_dump(csv_text: str) -> list[dict]:
 
 def _layer_errors_aeq(float_bytes: bytes, int8_bytes: bytes, x_debug) -> list[dict] | None:
     """Per int8 tensor, against the float model's tensor of the same name (ai-edge-quantizer keeps names)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return None
     from edgekit.tflite_model import parse_tflite
 
     def all_tensors(model_bytes):
-        with _native_stderr_captured():
-            interpreter = Interpreter(model_content=bytes(model_bytes), experimental_preserve_all_tensors=True)
-            interpreter.allocate_tensors()
+        interpreter = _interpreter(model_bytes, experimental_preserve_all_tensors=True)
         inp = interpreter.get_input_details()[0]
         names = {d["name"]: d for d in interpreter.get_tensor_details()}
         sums = {}

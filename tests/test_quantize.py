@@ -167,12 +167,20 @@ def test_truncated_tflite(tmp_path, npz8, int8_model_path, capsys):
     assert_clean_failure(code, err, out, "truncated or corrupted")
 
 
-def test_float_input_where_int8_is_required(tmp_path, shared_models, capsys):
-    model = shared_models / "anomaly_detection/ToyCar_baseline_tf23/model_ToyCar_quant_fullint.tflite"
+def test_weight_only_quantized_tflite_is_refused(tmp_path, shared_models, capsys):
+    """int8 weights around float activations: no QUANTIZE/DEQUANTIZE to remove, no float model to calibrate."""
+    model = shared_models / "anomaly_detection/ToyCar_baseline_tf23/model_ToyCar_quant.tflite"
     data, out = tmp_path / "x.npy", tmp_path / "o.tflite"
     np.save(data, np.zeros((10, 640), np.float32))
     code, _, err = run_cli(["quantize", str(model), "--data", str(data), "-o", str(out)], capsys)
-    assert_clean_failure(code, err, out, "float32 input")
+    assert_clean_failure(code, err, out, "int8 weights but float32 activations")
+
+
+def test_float_model_without_data(tmp_path, shared_models, capsys):
+    out = tmp_path / "o.tflite"
+    code, _, err = run_cli(["quantize", str(shared_models / "anomaly_detection/ad01_fp32.tflite"), "-o", str(out)],
+                           capsys)
+    assert_clean_failure(code, err, out, "calibration data is needed")
 
 
 @pytest.mark.parametrize("array, expected", [
@@ -211,3 +219,104 @@ def test_mlperf_float_models_quantize_to_fully_int8(float_model_path, name):
     assert_fully_int8(graph)
     assert len(run_reference(result.tflite_bytes, [np.zeros(graph.input_tensors()[0].shape, np.int8)])) == 1
     assert result.report["framework"] == "tf_keras" and result.report["top1_agreement"] > 0.5
+
+
+# ------------------------------------------------------------------ int8 inside, float ends (QUANTIZE/DEQUANTIZE)
+
+FLOAT_ENDS = "anomaly_detection/ToyCar_baseline_tf23/model_ToyCar_quant_fullint.tflite"
+AD_SAMPLE = "anomaly_detection/sample_input_normal_id_01_00000000_hist_librosa.bin"
+
+
+def ad_inputs(shared_models):
+    """The AD sample (40 frames of 640 float32 log-mel features, raw little-endian) and random frames."""
+    sample = np.fromfile(shared_models / AD_SAMPLE, dtype="<f4").reshape(-1, 640)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(sample.mean(), sample.std() * 2, size=(40, 640)).astype(np.float32)
+    return sample, noise
+
+
+def tflm_outputs(tflite_bytes, x):
+    """Float outputs of a fully int8 model run by TFLite Micro, input quantized the way a device would."""
+    graph = parse_tflite(tflite_bytes)
+    inp, out = graph.input_tensors()[0], graph.output_tensors()[0]
+    q = np.clip(np.round(x / inp.scale[0]) + inp.zero_point[0], -128, 127).astype(np.int8)
+    raw = run_reference(tflite_bytes, q[:, None])
+    return (raw.astype(np.float32) - out.zero_point[0]) * out.scale[0], out.scale[0]
+
+
+def test_float_ends_removed_without_data(shared_models):
+    from edgekit.quantize import REMOVED_FLOAT_IO, quantize, run_tflite
+
+    original = (shared_models / FLOAT_ENDS).read_bytes()
+    result = quantize(shared_models / FLOAT_ENDS, quiet=True)
+    graph = parse_tflite(result.tflite_bytes)
+    assert graph.is_fully_int8
+    assert_fully_int8(graph)
+    assert graph.opcodes == ["FULLY_CONNECTED"] and len(graph.operators) == 10
+    before = parse_tflite(original)
+    quantize_op, dequantize_op = before.operators[0], before.operators[-1]
+    assert (quantize_op.opcode, dequantize_op.opcode) == ("QUANTIZE", "DEQUANTIZE")
+    for new, old in ((graph.input_tensors()[0], before.tensors[quantize_op.outputs[0]]),
+                     (graph.output_tensors()[0], before.tensors[dequantize_op.inputs[0]])):
+        assert (new.name, new.shape, float(new.scale[0]), int(new.zero_point[0])) == \
+            (old.name, old.shape, float(old.scale[0]), int(old.zero_point[0]))
+    assert result.report["method"] == REMOVED_FLOAT_IO and result.report["eval_samples"] == 0
+    assert result.report["top1_agreement"] is None
+
+    for x in ad_inputs(shared_models):
+        # TFLite Micro both times: float in and out through the original ends, then int8 in and out
+        expected = run_reference(original, x[:, None])
+        got, step = tflm_outputs(result.tflite_bytes, x)
+        assert np.max(np.abs(got - expected)) <= step / 1000  # the same int8 arithmetic: identical codes
+        assert np.max(np.abs(run_tflite(result.tflite_bytes, x) - run_tflite(original, x))) <= step * 1.001
+
+
+def test_float_ends_cli_with_data_reports_agreement(shared_models, tmp_path, capsys):
+    sample, _ = ad_inputs(shared_models)
+    data, out = tmp_path / "ad.npy", tmp_path / "toycar_int8.tflite"
+    np.save(data, sample)
+    code, stdout, err = run_cli(["quantize", str(shared_models / FLOAT_ENDS), "--data", str(data), "-o", str(out),
+                                 "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["eval_samples"] == len(sample) and report["calibration_samples"] == 0
+    assert report["cosine_similarity"] > 0.9999 and report["max_abs_error"] <= report["output"]["scale"] * 1.001
+    assert parse_tflite(out.read_bytes()).is_fully_int8 and report["int8_bytes"] == len(out.read_bytes())
+
+    code, stdout, err = run_cli(["quantize", str(shared_models / FLOAT_ENDS), "-o", str(out)], capsys)
+    assert code == 0 and "removed its float input/output QUANTIZE/DEQUANTIZE ops" in " ".join(err.split())
+    assert "no data given" in stdout
+
+
+@pytest.mark.slow
+def test_float_ends_of_a_converted_cnn_with_signature(digits_cnn):
+    """A CNN converted with int8 inside but float ends (signature defs, several op kinds) keeps its signature."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.models import load_model
+    from edgekit.quantize import _converter, _native_stderr_captured, remove_float_io, run_tflite
+
+    converter = _converter(load_model(digits_cnn["keras_path"]).frozen_function(), digits_cnn["x_train"][:50])
+    from edgekit._tf import tensorflow
+
+    converter.inference_input_type = converter.inference_output_type = tensorflow().float32
+    with _native_stderr_captured():
+        float_ends = bytes(converter.convert())
+    before = parse_tflite(float_ends)
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(before.opcodes) and not before.is_fully_int8
+    int8 = remove_float_io(float_ends, "digits")
+    graph = parse_tflite(int8)
+    assert_fully_int8(graph)
+    assert not {"QUANTIZE", "DEQUANTIZE"} & set(graph.opcodes)
+    assert len(graph.operators) == len(before.operators) - 2
+
+    x = digits_cnn["x_test"][:100]
+    got, step = tflm_outputs(int8, x)
+    assert np.max(np.abs(got - run_reference(float_ends, x[:, None]).reshape(got.shape))) <= step / 1000
+    assert np.max(np.abs(run_tflite(int8, x) - run_tflite(float_ends, x))) <= step * 1.001
+    interpreter = Interpreter(model_content=int8)
+    signature = interpreter.get_signature_list()
+    if signature:  # the signature now names the int8 tensors
+        runner = interpreter.get_signature_runner(next(iter(signature)))
+        (name, details), = runner.get_input_details().items()
+        assert details["dtype"] == np.int8

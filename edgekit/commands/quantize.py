@@ -10,9 +10,10 @@ from edgekit.quantize import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_EVAL_SAMPLES
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
+@click.option("--data", "data", default=None, type=click.Path(path_type=Path),
               help="Calibration/evaluation data: .npz (x[,y] or x_train/y_train/x_test/y_test), .npy, "
-                   "or a folder of images or .wav files (one sub-folder per class for labels).")
+                   "or a folder of images or .wav files (one sub-folder per class for labels). Required for "
+                   "float models; optional for a .tflite already int8 inside with float input/output.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Where to write the int8 .tflite (default: MODEL_int8.tflite in the current folder).")
 @click.option("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, show_default=True,
@@ -26,7 +27,8 @@ def command(model, data, output, calibration_samples, eval_samples, plot, as_jso
     """Quantize MODEL (.keras, .h5, SavedModel folder or float .tflite) to a fully int8 .tflite.
 
     int8 weights per channel, int8 activations, int8 input and output, batch fixed to 1. The report compares the
-    float and int8 models on held-out data and names the layers that lose the most.
+    float and int8 models on held-out data and names the layers that lose the most. A .tflite that is int8 inside
+    with float input/output (QUANTIZE/DEQUANTIZE at its ends) only loses those ops; no calibration needed.
     """
     from edgekit.fileio import atomic_write_bytes
     from edgekit.quantize import quantize
@@ -55,16 +57,24 @@ def _print_report(r: dict) -> None:
     rows = [["method", r["method"], None]]
     if r["labels"] and r["float_accuracy"] is not None:
         rows.append(["accuracy", _percent(r["float_accuracy"]), _percent(r["int8_accuracy"])])
+    if r["eval_samples"]:
+        rows += [
+            ["top-1 agreement", None, _percent(r["top1_agreement"])],
+            ["cosine similarity of outputs", None, f"{r['cosine_similarity']:.5f}"],
+            ["RMSE of outputs", None, fmt(r["rmse"])],
+        ]
     rows += [
-        ["top-1 agreement", None, _percent(r["top1_agreement"])],
-        ["cosine similarity of outputs", None, f"{r['cosine_similarity']:.5f}"],
-        ["RMSE of outputs", None, fmt(r["rmse"])],
         ["model bytes", r["float_bytes"], r["int8_bytes"]],
         ["input", "float32", f"int8 scale {r['input']['scale']:.6g} zero point {r['input']['zero_point']}"],
         ["output", "float32", f"int8 scale {r['output']['scale']:.6g} zero point {r['output']['zero_point']}"],
     ]
-    title = (f"{r['model']}: float vs int8 on {r['eval_samples']} held-out samples "
-             f"({r['calibration_samples']} used for calibration)")
+    if not r["eval_samples"]:
+        title = f"{r['model']}: float vs int8 (no data given: no output comparison)"
+    elif not r["calibration_samples"]:
+        title = f"{r['model']}: float vs int8 on {r['eval_samples']} samples (none needed for calibration)"
+    else:
+        title = (f"{r['model']}: float vs int8 on {r['eval_samples']} held-out samples "
+                 f"({r['calibration_samples']} used for calibration)")
     console.print(table(title, ["", "float", "int8"], rows))
     if r["worst_layers"]:
         rows = [[l["index"], l["op"], _short(l["tensor"]), l["sqnr_db"]] for l in r["worst_layers"]]
