@@ -231,7 +231,8 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
             project = write_tflm_project(graph, board, staging, arena_bytes, placement["internal_ram_budget"])
             manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(),
                             arena_in_psram=project.arena_in_psram, project=project.family,
-                            build_hint=project.build_hint)
+                            build_hint=project.build_hint, expected_firmware=project.expected_firmware,
+                            **{f"expected_{key}": value for key, value in project.extra.items()})
         else:
             try:
                 from edgekit.codegen.app import generate_native_project

@@ -50,8 +50,20 @@ class Build:
 
     @property
     def firmware(self) -> Path | None:
+        """The image edgekit compiled (None when the toolchain was not here)."""
         name = self.manifest.get("firmware")
         return (self.dir / name) if name else None
+
+    @property
+    def expected_firmware(self) -> Path | None:
+        """Where the project's own build puts the image after a hand build (TFLite Micro projects)."""
+        name = self.manifest.get("expected_firmware")
+        return (self.dir / name) if name else None
+
+    @property
+    def image(self) -> Path | None:
+        """The image to flash: the compiled one, else the one a hand build makes."""
+        return self.firmware or self.expected_firmware
 
     @property
     def model_path(self) -> Path | None:
@@ -109,13 +121,16 @@ def elf_flash_bytes(path) -> int | None:
 
 
 def image_flash_bytes(build: Build, image: Path | None = None) -> int | None:
-    """Flash the image needs: text + data from the manifest's sizes, else from the ELF, else the file size."""
+    """Flash the image needs: text + data from the manifest's sizes (measured when edgekit compiled it), else from
+    the ELF (`image`, or the build's), else the file size."""
     sizes = build.sizes
-    if image is None and "text" in sizes:
+    if "text" in sizes:
         return int(sizes.get("text", 0)) + int(sizes.get("rodata", 0)) + int(sizes.get("data", 0))
-    image = image or build.firmware
+    image = image or build.image
     if image is None or not image.is_file():
         return None
+    if image.suffix == ".uf2":
+        return image.stat().st_size // 2  # 256 payload bytes in each 512-byte block
     from_elf = elf_flash_bytes(image)
     return from_elf if from_elf is not None else image.stat().st_size
 
@@ -192,22 +207,28 @@ class Runner:
     # helpers for subclasses
 
     def firmware(self, suffixes=None) -> Path:
-        """The firmware file from the manifest; with `suffixes`, a sibling with one of them (app.bin next to
-        app.elf)."""
-        path = self.build.firmware
+        """The image: the manifest's `firmware` when edgekit compiled the project, else its `expected_firmware`
+        (where a hand build puts it). With `suffixes`, the image or a sibling with one of them, in that order of
+        preference (app.bin next to app.elf). A dry run takes the first candidate even if it is not there yet."""
+        build = self.build
+        path = build.image
         if path is None:
-            raise EdgekitError(f"build folder {self.build.dir} has no compiled firmware (the manifest names none); "
+            raise EdgekitError(f"build folder {build.dir} has no compiled firmware (the manifest names none); "
                                "compile the project as its README.md says, or run edgekit build where the "
                                f"{self.board.name} toolchain is installed")
-        if suffixes and path.suffix not in suffixes:
-            for suffix in suffixes:
-                if path.with_suffix(suffix).exists() or self.args.dry_run:
-                    return path.with_suffix(suffix)
+        candidates = [path] if not suffixes or path.suffix in suffixes else []
+        candidates += [path.with_suffix(suffix) for suffix in suffixes or () if suffix != path.suffix]
+        found = next((candidate for candidate in candidates if candidate.exists()), None)
+        if found is not None or self.args.dry_run:
+            return found or candidates[0]
+        if build.firmware is None:
+            hint = build.manifest.get("build_hint") or "the build commands of its README.md"
+            raise EdgekitError(f"{build.dir} is not built yet (no {candidates[0].relative_to(build.dir)}); build it "
+                               f"first: {hint} (in {build.dir}, see its README.md)")
+        if path.suffix not in (suffixes or (path.suffix,)):
             raise EdgekitError(f"runner {self.name} needs a {' or '.join(suffixes)} image next to {path.name}; "
                                f"none in {path.parent}")
-        if not path.exists() and not self.args.dry_run:
-            raise EdgekitError(f"firmware {path} not found; rebuild with edgekit build")
-        return path
+        raise EdgekitError(f"firmware {path} not found; rebuild with edgekit build")
 
     def need_port(self) -> str:
         if self.args.port:
@@ -302,6 +323,34 @@ def _stop(process: subprocess.Popen) -> None:
             stream.close()
 
 
+def _start_session(command: list[str], kind: str, connect, boot_timeout: float, log_stdout: bool = False,
+                   **popen) -> Session:
+    """Start the program that is the device (emulator, host program) with its stderr (and stdout if `log_stdout`)
+    in a temporary log, connect with `connect(process, log_path) -> Transport` and wait until it answers.
+    Nothing outlives a failure: the process is stopped and the log removed."""
+    fd, log_path = tempfile.mkstemp(prefix=f"edgekit-{kind}-", suffix=".log")
+    try:
+        process = subprocess.Popen(command, stderr=fd, **({"stdout": fd} if log_stdout else {}),
+                                   preexec_fn=_die_with_parent(), **popen)
+    except OSError as error:
+        os.unlink(log_path)
+        raise EdgekitError(f"cannot start {command[0]}: {error}") from None
+    finally:
+        os.close(fd)
+    transport = None
+    try:
+        transport = connect(process, log_path)
+        device = Device(transport)
+        boot = device.sync(boot_timeout)
+    except BaseException:
+        if transport is not None:
+            transport.close()
+        _stop(process)
+        os.unlink(log_path)
+        raise
+    return Session(device, process, cleanup=[log_path], boot_lines=boot)
+
+
 def _boot_check(session: Session, started: float) -> dict:
     """What `flash` reports for runners that start the program: it booted and answered."""
     with session:
@@ -352,28 +401,17 @@ class QemuRunner(Runner):
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
-        fd, stderr_path = tempfile.mkstemp(prefix="edgekit-qemu-", suffix=".log")
         command = self.qemu_command(f"socket,id=ser0,fd={listener.fileno()},server=on,wait=on,nodelay=on")
-        try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                       pass_fds=(listener.fileno(),), preexec_fn=_die_with_parent())
-        except OSError as error:
-            os.close(fd)
-            os.unlink(stderr_path)
-            raise EdgekitError(f"cannot start {self.program}: {error}") from None
-        finally:
+
+        def connect(process, log_path):
             listener.close()  # QEMU holds the listening socket now; if it dies, connecting fails at once
-        os.close(fd)
+            return SerialTransport(f"socket://127.0.0.1:{port}", on_gone=lambda: exit_text(process, log_path, "QEMU"))
+
         try:
-            transport = SerialTransport(f"socket://127.0.0.1:{port}",
-                                        on_gone=lambda: exit_text(process, stderr_path, "QEMU"))
-            device = Device(transport)
-            boot = device.sync(boot_timeout)
-        except BaseException:
-            _stop(process)
-            os.unlink(stderr_path)
-            raise
-        return Session(device, process, cleanup=[stderr_path], boot_lines=boot)
+            return _start_session(command, "qemu", connect, boot_timeout, log_stdout=True,
+                                  stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),))
+        finally:
+            listener.close()
 
 
 class HostRunner(Runner):
@@ -399,24 +437,11 @@ class HostRunner(Runner):
         return _boot_check(self.open_session(), started)
 
     def open_session(self, boot_timeout: float = BOOT_TIMEOUT) -> Session:
-        fd, stderr_path = tempfile.mkstemp(prefix="edgekit-host-", suffix=".log")
-        try:
-            process = subprocess.Popen([str(self.program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=fd, cwd=self.build.dir, preexec_fn=_die_with_parent())
-        except OSError as error:
-            os.close(fd)
-            os.unlink(stderr_path)
-            raise EdgekitError(f"cannot start {self.program}: {error}") from None
-        os.close(fd)
-        try:
-            transport = PipeTransport(process, f"host program {self.program.name}", stderr_path)
-            device = Device(transport)
-            boot = device.sync(boot_timeout)
-        except BaseException:
-            _stop(process)
-            os.unlink(stderr_path)
-            raise
-        return Session(device, process, cleanup=[stderr_path], boot_lines=boot)
+        def connect(process, log_path):
+            return PipeTransport(process, f"host program {self.program.name}", log_path)
+
+        return _start_session([str(self.program)], "host", connect, boot_timeout, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, cwd=self.build.dir)
 
 
 class EsptoolRunner(Runner):
@@ -435,7 +460,8 @@ class EsptoolRunner(Runner):
         runner.port = runner.need_port()
         runner.chip = str(settings.get("chip", board.name))
         images = build.manifest.get("flash_images")
-        from_idf = _idf_flash_files(build.dir / "build")
+        from_idf = _idf_flash_files(build.dir / build.manifest.get("expected_flasher_args",
+                                                                   "build/flasher_args.json"))
         if from_idf:  # what `idf.py build` says it wrote, at which offsets: the most exact source
             runner.images = from_idf
             app = max(from_idf)[1]
@@ -467,35 +493,49 @@ class EsptoolRunner(Runner):
         return [command]
 
 
-def _idf_flash_files(idf_build: Path) -> list[tuple[int, Path]] | None:
+def _idf_flash_files(path: Path) -> list[tuple[int, Path]] | None:
     """[(offset, file)] from ESP-IDF's build/flasher_args.json, sorted by offset, or None without one."""
-    path = idf_build / "flasher_args.json"
     if not path.is_file():
         return None
     try:
         files = json.loads(path.read_text(encoding="utf-8"))["flash_files"]
-        return sorted((int(offset, 0), idf_build / name) for offset, name in files.items())
+        return sorted((int(offset, 0), path.parent / name) for offset, name in files.items())
     except (json.JSONDecodeError, KeyError, ValueError, AttributeError, TypeError):
         raise EdgekitError(f"{path} is not ESP-IDF's flasher_args.json; rebuild with idf.py build") from None
 
 
-class PyocdRunner(Runner):
-    """STM32 and nRF boards through a CMSIS-DAP/ST-Link probe."""
+PROBE_IMAGES = (".elf", ".hex", ".bin")  # what pyOCD and OpenOCD program (a .bin at the board's flash_base)
 
-    name = "pyocd"
-    capabilities = Capabilities(flash=True, reset=True)
-    install_hint = "pip install pyocd"
+
+class ToolRunner(Runner):
+    """A runner that hands one image file to one program, given one setting of the board's [flash] table."""
+
+    program = ""
+    setting = ""  # the [flash] key the tool cannot do without
+    suffixes = None  # image formats the tool takes, preferred first (None: the image as built)
+    needs_port = False
 
     @classmethod
     def create(cls, board, build, args):
         runner = cls(board, build, args)
+        if cls.setting not in board.flash:
+            raise EdgekitError(f"board {board.name} has no {cls.setting} in its [flash] settings")
+        runner.port = runner.need_port() if cls.needs_port else None
+        runner.image = runner.firmware(suffixes=cls.suffixes)  # an unbuilt project says so before a missing tool
         if not args.dry_run:
-            runner.tool = require("pyocd", cls.install_hint)
-        if "pyocd_target" not in board.flash:
-            raise EdgekitError(f"board {board.name} has no pyocd_target in its [flash] settings")
-        runner.image = runner.firmware()
-        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else runner.image))
+            require(cls.program, cls.install_hint)
+        runner.check_size(image_flash_bytes(build, runner.image))
         return runner
+
+
+class PyocdRunner(ToolRunner):
+    """STM32 and nRF boards through a CMSIS-DAP/ST-Link probe."""
+
+    name = program = "pyocd"
+    capabilities = Capabilities(flash=True, reset=True)
+    install_hint = "pip install pyocd"
+    setting = "pyocd_target"
+    suffixes = PROBE_IMAGES
 
     def commands(self):
         command = ["pyocd", "flash", "--target", str(self.settings["pyocd_target"])]
@@ -504,25 +544,21 @@ class PyocdRunner(Runner):
         return [command + [str(self.image)]]
 
 
-class OpenocdRunner(Runner):
+class OpenocdRunner(ToolRunner):
     """Any board OpenOCD knows, with the board file's OpenOCD config."""
 
-    name = "openocd"
+    name = program = "openocd"
     capabilities = Capabilities(flash=True, reset=True)
     install_hint = "apt-get install openocd"
+    setting = "openocd_config"
+    suffixes = PROBE_IMAGES
 
     @classmethod
     def create(cls, board, build, args):
-        runner = cls(board, build, args)
-        if not args.dry_run:
-            require("openocd", cls.install_hint)
-        if "openocd_config" not in board.flash:
-            raise EdgekitError(f"board {board.name} has no openocd_config in its [flash] settings")
-        runner.image = runner.firmware()
+        runner = super().create(board, build, args)
         if any(c in str(runner.image) for c in "{}\\"):
             raise EdgekitError(f"firmware path {runner.image} contains braces or backslashes, which OpenOCD's "
                                "Tcl cannot take; move the build folder")
-        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else runner.image))
         return runner
 
     def commands(self):
@@ -544,8 +580,7 @@ class Uf2Runner(Runner):
         runner.label = str(board.flash.get("uf2_volume_label", "RPI-RP2"))
         image = runner.firmware(suffixes=(".uf2", ".bin"))
         runner.source = image
-        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else image)
-                          if image.suffix != ".uf2" else (image.stat().st_size // 2 if image.exists() else None))
+        runner.check_size(image_flash_bytes(build, image))
         volume = find_volume(runner.label)
         if volume is None and not args.dry_run:
             raise EdgekitError(f"no mounted volume labelled {runner.label}; hold BOOTSEL while plugging the board in "
@@ -604,24 +639,14 @@ def bin_to_uf2(data: bytes, base: int, family_id: int) -> bytes:
     return bytes(out)
 
 
-class ArduinoCliRunner(Runner):
+class ArduinoCliRunner(ToolRunner):
     """Arduino boards: arduino-cli upload of the compiled binary, with the board's FQBN."""
 
-    name = "arduino-cli"
+    name = program = "arduino-cli"
     capabilities = Capabilities(flash=True, reset=True)
     install_hint = "the installer at https://arduino.github.io/arduino-cli (then arduino-cli core install ...)"
-
-    @classmethod
-    def create(cls, board, build, args):
-        runner = cls(board, build, args)
-        if not args.dry_run:
-            require("arduino-cli", cls.install_hint)
-        if "fqbn" not in board.flash:
-            raise EdgekitError(f"board {board.name} has no fqbn in its [flash] settings")
-        runner.port = runner.need_port()
-        runner.image = runner.firmware()
-        runner.check_size(image_flash_bytes(build, None if "text" in build.sizes else runner.image))
-        return runner
+    setting = "fqbn"
+    needs_port = True
 
     def commands(self):
         return [["arduino-cli", "upload", "--port", self.port, "--fqbn", str(self.settings["fqbn"]),

@@ -113,9 +113,10 @@ def compile_tflm_project(project_dir, board, project, toolchain: Toolchain) -> B
         return BuildOutput(f"build/{name}.elf", _sizes(shutil.which(prefix + "size"), firmware),
                            str(log.relative_to(root)))
     if family == "arduino":
-        fqbn = str(board.flash.get("fqbn", ""))
+        from edgekit.codegen.tflm import arduino_compile_command
+
         cli = toolchain.programs["arduino-cli"]
-        _run([[cli, "compile", "--fqbn", fqbn, "--output-dir", str(root / "build"), str(root / name)]], root, log,
+        _run([arduino_compile_command(board, str(root / name), cli, str(root / "build"))], root, log,
              "arduino-cli compile")
         firmware = root / "build" / f"{name}.ino.elf"
         return BuildOutput(f"build/{name}.ino.elf", _sizes(shutil.which("arm-none-eabi-size"), firmware),

@@ -310,3 +310,89 @@ def test_esptool_uses_idf_flasher_args_and_reports_its_failure(tmp_path):
     with pytest.raises(EdgekitError, match="esptool failed with exit status 2: .*could not open port /dev/ttyEDGEKIT0"):
         flash_build(build, port="/dev/ttyEDGEKIT0", log=lines.append)
     assert lines[0].startswith("$ ") and "write-flash" in lines[0]
+
+
+# -- TFLite Micro projects generated here, built by hand ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unbuilt_projects(int8_model_path, tmp_path_factory):
+    """KWS as a generated but uncompiled TFLite Micro project for one board of each family."""
+    from edgekit.build import build
+
+    root = tmp_path_factory.mktemp("unbuilt")
+    boards = ("esp32", "nucleo-l4r5zi", "rpi-pico", "arduino-nano33ble")
+    return {board: Path(build(int8_model_path("kws"), board, root / board, compile=False, quiet=True)["folder"])
+            for board in boards}
+
+
+def test_dry_run_of_an_unbuilt_project_names_where_the_hand_build_puts_the_image(unbuilt_projects):
+    for board, folder in unbuilt_projects.items():
+        manifest = json.loads((folder / "edgekit-build.json").read_text())
+        assert manifest["firmware"] is None and manifest["expected_firmware"].startswith("build/"), board
+        assert manifest["expected_firmware"] in (folder / "README.md").read_text(), board
+    esp, nucleo, pico, nano = (unbuilt_projects[b] for b in ("esp32", "nucleo-l4r5zi", "rpi-pico",
+                                                             "arduino-nano33ble"))
+    # exactly what the README promises: `edgekit flash DIR --port PORT --dry-run` prints the esptool command
+    done = subprocess.run([sys.executable, "-m", "edgekit", "flash", str(esp), "--port", "/dev/ttyUSB0",
+                           "--dry-run", "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    command = json.loads(done.stdout)["commands"][0]
+    assert "-m esptool --chip esp32 --port /dev/ttyUSB0" in command
+    assert command.endswith(f"0x10000 {esp}/build/edgekit_kws_ref_model.bin")
+    assert f"0x1000 {esp}/build/bootloader/bootloader.bin" in command
+    assert flash_build(nucleo, dry_run=True)["commands"] == [
+        f"pyocd flash --target stm32l4r5zitx {nucleo}/build/edgekit_kws_ref_model.elf"]
+    assert flash_build(nucleo, runner="openocd", dry_run=True)["commands"] == [
+        f"openocd -f board/st_nucleo_l4.cfg -c 'program {{{nucleo}/build/edgekit_kws_ref_model.elf}} verify "
+        "reset exit'"]
+    assert flash_build(pico, dry_run=True)["commands"][0].startswith(
+        f"cp {pico}/build/edgekit_kws_ref_model.uf2 ")
+    # a probe cannot program a .uf2: it takes the ELF the Pico SDK writes beside it
+    assert flash_build(pico, runner="pyocd", dry_run=True)["commands"] == [
+        f"pyocd flash --target rp2040 {pico}/build/edgekit_kws_ref_model.elf"]
+    assert flash_build(nano, port="/dev/ttyACM0", dry_run=True)["commands"] == [
+        "arduino-cli upload --port /dev/ttyACM0 --fqbn arduino:mbed_nano:nano33ble --input-file "
+        f"{nano}/build/edgekit_kws_ref_model.ino.elf"]
+
+
+def test_flashing_an_unbuilt_project_says_to_build_it_first(unbuilt_projects):
+    for board, folder in unbuilt_projects.items():
+        hint = json.loads((folder / "edgekit-build.json").read_text())["build_hint"]
+        done = subprocess.run([sys.executable, "-m", "edgekit", "flash", str(folder), "--port", "/dev/ttyEDGEKIT0"],
+                              capture_output=True, text=True)
+        assert done.returncode == 1 and done.stdout == "", board
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"{folder} is not built yet (no build/" in done.stderr and f"build it first: {hint}" in done.stderr
+        assert hint in (folder / "README.md").read_text(), board
+
+
+def test_a_hand_built_image_is_found_without_a_rebuild(unbuilt_projects, tmp_path, monkeypatch):
+    """What the Pico SDK would write, put where it writes it: `edgekit flash DIR` copies it to the board."""
+    import shutil as sh
+
+    import edgekit.flash as flash
+
+    folder = tmp_path / "pico"
+    sh.copytree(unbuilt_projects["rpi-pico"], folder)
+    image = bin_to_uf2(bytes(range(256)) * 40, 0x10000000, 0xE48BFF56)
+    _firmware(folder, "build/edgekit_kws_ref_model.uf2").write_bytes(image)
+    volume = tmp_path / "RPI-RP2"
+    volume.mkdir()
+    monkeypatch.setattr(flash, "find_volume", lambda label: volume if label == "RPI-RP2" else None)
+    report = flash_build(folder)
+    assert report["image_bytes"] == 40 * 256
+    assert (volume / "edgekit_kws_ref_model.uf2").read_bytes() == image
+    # ESP-IDF: the offsets of its flasher_args.json, the app partition checked against the real .bin
+    esp = tmp_path / "esp"
+    sh.copytree(unbuilt_projects["esp32"], esp)
+    files = {"0x1000": "bootloader/bootloader.bin", "0x8000": "partition_table/partition-table.bin",
+             "0x10000": "edgekit_kws_ref_model.bin"}
+    for name in files.values():
+        _firmware(esp / "build", name, 2048)
+    (esp / "build" / "flasher_args.json").write_text(json.dumps({"flash_files": files}))
+    assert flash_build(esp, port="/dev/ttyUSB0", dry_run=True)["commands"][0].endswith(
+        f"0x10000 {esp}/build/edgekit_kws_ref_model.bin")
+    _firmware(esp / "build", "edgekit_kws_ref_model.bin", 1_100_000)
+    with pytest.raises(EdgekitError, match="1,100,000 bytes of app partition but esp32 has 1,048,576"):
+        flash_build(esp, port="/dev/ttyEDGEKIT0")

@@ -9,10 +9,13 @@ and the output is stable: the same model and board give byte-identical files.
 from __future__ import annotations
 
 import math
+import re
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit import __version__
 from edgekit.codegen.common import atomic_output_dir, c_comment, c_identifier, c_string, render, safe_file_stem
 from edgekit.errors import EdgekitError
 from edgekit.resources import templates_dir
@@ -90,7 +93,8 @@ class TflmProject:
     arena_in_psram: bool
     project_name: str
     build_hint: str  # one line: how to build by hand
-    extra: dict = field(default_factory=dict)
+    expected_firmware: str = ""  # where that hand build puts the image, relative to the project folder
+    extra: dict = field(default_factory=dict)  # e.g. {"flasher_args": "build/flasher_args.json"} for ESP-IDF
 
 
 def resolver_ops(graph) -> list[dict]:
@@ -192,6 +196,11 @@ def _psram_placement(board, arena: ArenaSize, internal_budget: int | None) -> bo
     return arena.bytes > budget
 
 
+def _version_text() -> str:
+    """edgekit's version as it goes into a C string literal (EK_VERSION): no quotes, no backslashes."""
+    return re.sub(r"[^0-9A-Za-z.+\-]", "_", __version__)
+
+
 def _project_name(graph) -> str:
     return "edgekit_" + safe_file_stem(graph.name)[:40]
 
@@ -255,6 +264,7 @@ def _context(graph, board, arena: ArenaSize, in_psram: bool, family: str) -> dic
         "family": family,
         "margin_percent": int(ARENA_MARGIN_FRACTION * 100),
         "margin_fixed": ARENA_MARGIN_BYTES,
+        "version": _version_text(),
     }
 
 
@@ -278,7 +288,12 @@ def _render_esp_idf(root: Path, ctx: dict, graph, written: list[str]) -> str:
                              ("edgekit_platform_esp.c.j2", "main/edgekit_platform_esp.c"),
                              ("main.c.j2", "main/main.c")]:
         _write(root, target, render(f"tflm/esp-idf/{template}", **ctx), written)
-    return f"idf.py set-target {ctx['board'].data.get('idf', {}).get('target', 'esp32')} build flash monitor"
+    target = ctx["board"].data.get("idf", {}).get("target", "esp32")
+    # idf.py writes the app image, the bootloader, the partition table and the offsets of each
+    # (flasher_args.json, which the esptool runner reads) into build/.
+    name = ctx["project_name"]
+    return (f"idf.py set-target {target} build", f"build/{name}.bin",
+            {"flasher_args": "build/flasher_args.json"})
 
 
 # A TFLite Micro commit fetched by -DEDGEKIT_FETCH_TFLM=ON (overridable with -DTFLM_GIT_TAG).
@@ -320,7 +335,9 @@ def _render_cmake_arm(root: Path, ctx: dict, graph, written: list[str]) -> str:
                                                                    "src/edgekit_platform_cortexm.c"),
                              ("debug_log.cc.j2", "src/debug_log.cc"), ("main.c.j2", "src/main.c")]:
         _write(root, target, render(f"tflm/cmake-arm/{template}", **ctx), written)
-    return "cmake -B build -DTFLM_DIR=<tflm tree> && cmake --build build"
+    # The ELF; the post-build step writes the .bin and .hex beside it.
+    return ("cmake -B build -DTFLM_DIR=<tflm tree> && cmake --build build", f"build/{ctx['project_name']}.elf",
+            {})
 
 
 def _render_arduino(root: Path, ctx: dict, graph, written: list[str]) -> str:
@@ -332,8 +349,16 @@ def _render_arduino(root: Path, ctx: dict, graph, written: list[str]) -> str:
     _write(root, f"{sketch}/{sketch}.ino", render("tflm/arduino/sketch.ino.j2", **ctx), written)
     _write(root, f"{sketch}/edgekit_platform_arduino.cpp",
            render("tflm/arduino/edgekit_platform_arduino.cpp.j2", **ctx), written)
-    fqbn = ctx["board"].flash.get("fqbn", "<fqbn>")
-    return f"arduino-cli compile --fqbn {fqbn} {sketch}"
+    return (shlex.join(arduino_compile_command(ctx["board"], sketch)), f"build/{sketch}.ino.elf", {})
+
+
+def arduino_compile_command(board, sketch: str, cli: str = "arduino-cli", output_dir: str = "build") -> list[str]:
+    """The compile command of an Arduino project: edgekit's version as EK_VERSION (a sketch has no build file
+    to carry it), the images in `output_dir` (build/<sketch>.ino.elf, .bin, .hex) where `edgekit flash` finds
+    them."""
+    fqbn = str(board.flash.get("fqbn", "<fqbn>"))
+    return [cli, "compile", "--fqbn", fqbn, "--build-property",
+            f'compiler.c.extra_flags=-DEK_VERSION="{_version_text()}"', "--output-dir", output_dir, sketch]
 
 
 def _render_pico(root: Path, ctx: dict, graph, written: list[str]) -> str:
@@ -343,7 +368,9 @@ def _render_pico(root: Path, ctx: dict, graph, written: list[str]) -> str:
                              ("edgekit_platform_pico.c.j2", "src/edgekit_platform_pico.c"),
                              ("main.c.j2", "src/main.c")]:
         _write(root, target, render(f"tflm/pico-sdk/{template}", **ctx), written)
-    return "cmake -B build -DPICO_SDK_PATH=<sdk> -DPICO_TFLMICRO_PATH=<pico-tflmicro> && cmake --build build"
+    # pico_add_extra_outputs() writes the .uf2 (and .elf, .bin, .hex) into build/.
+    return ("cmake -B build -DPICO_SDK_PATH=<sdk> -DPICO_TFLMICRO_PATH=<pico-tflmicro> && cmake --build build",
+            f"build/{ctx['project_name']}.uf2", {})
 
 
 _RENDERERS = {"esp-idf": _render_esp_idf, "cmake-arm": _render_cmake_arm, "arduino": _render_arduino,
@@ -362,10 +389,11 @@ def write_tflm_project(graph, board, root, arena_bytes: int | None = None,
     in_psram = _psram_placement(board, arena, internal_ram_budget)
     ctx = _context(graph, board, arena, in_psram, family)
     written: list[str] = []
-    hint = _RENDERERS[family](root, ctx, graph, written)
-    _write(root, "README.md", render("tflm/README.md.j2", build_hint=hint, **ctx), written)
+    hint, image, extra = _RENDERERS[family](root, ctx, graph, written)
+    _write(root, "README.md", render("tflm/README.md.j2", build_hint=hint, expected_firmware=image, **ctx),
+           written)
     return TflmProject(family=family, files=sorted(written), ops=ctx["ops"], arena=arena, arena_in_psram=in_psram,
-                       project_name=ctx["project_name"], build_hint=hint)
+                       project_name=ctx["project_name"], build_hint=hint, expected_firmware=image, extra=extra)
 
 
 def generate_tflm_project(graph, board, out_dir, arena_bytes: int | None = None) -> TflmProject:
