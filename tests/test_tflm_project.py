@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgekit import __version__
 from edgekit.boards import all_boards
 from edgekit.codegen.tflm import FAMILIES, generate_tflm_project, resolver_ops, write_tflm_project
 from edgekit.errors import EdgekitError
@@ -157,6 +158,9 @@ def test_cmake_arm_board_layer_configures_and_compiles(rendered, tmp_path):
         result = subprocess.run(["cmake", "--build", str(build), "--target", "edgekit_platform"],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+        # the protocol's `profile` answer carries edgekit's version, not "dev"
+        app_object = next(build.rglob("edgekit_app.c.obj")).read_bytes()
+        assert f"m-profile-[edgekit {__version__}]".encode() in app_object
     # without a TFLite Micro tree, the full configure stops with a message that says what to pass
     result = subprocess.run(["cmake", "-S", str(folder), "-B", str(tmp_path / "full")], capture_output=True,
                             text=True)
@@ -208,3 +212,18 @@ def test_generation_is_stable(int8_model_path, tmp_path):
     assert files_a == files_b
     for relative in files_a:
         assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
+
+
+def test_every_family_passes_the_edgekit_version_to_the_app(rendered):
+    """edgekit_app.c is copied verbatim and says "dev" unless the build defines EK_VERSION."""
+    define = f'EK_VERSION=\\"{__version__}\\"'
+    build_files = {"cmake-arm": "CMakeLists.txt", "pico-sdk": "CMakeLists.txt", "esp-idf": "main/CMakeLists.txt"}
+    seen = set()
+    for (model, board), (graph, project, folder) in rendered.items():
+        seen.add(project.family)
+        if project.family == "arduino":  # a sketch has no build file: the compile command carries it
+            assert f'compiler.c.extra_flags=-DEK_VERSION="{__version__}"' in project.build_hint
+            assert project.build_hint in (folder / "README.md").read_text()
+        else:
+            assert f'"{define}"' in (folder / build_files[project.family]).read_text(), (model, board)
+    assert seen == set(FAMILIES)
