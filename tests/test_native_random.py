@@ -109,13 +109,16 @@ def build_model(spec):
 def check_bit_exact(spec, folder: Path) -> set[str]:
     model = build_model(spec)
     graph = parse_tflite(convert(model, spec["shape"], seed=spec["seed"]), "random")
-    program, _ = compile_native(graph, folder)
     x = random_inputs(graph, 6, seed=spec["seed"])
     expected = run_reference(graph.model_bytes, x)
-    got = run_native(program, x, graph.output_tensors()[0].nbytes)
-    mismatches = np.argwhere(got != expected)
-    assert mismatches.size == 0, (f"{len(mismatches)} outputs differ (ops {graph.opcodes}): "
-                                  f"native {got[tuple(mismatches[0])]} vs TFLite Micro {expected[tuple(mismatches[0])]}")
+    # the portable kernels, and the SIMD kernels of DSP cores run through their portable instruction equivalents
+    for path, flags in (("portable", ()), ("simd", ("-DEK_EMULATE_DSP",))):
+        program, _ = compile_native(graph, folder / path, extra_flags=flags)
+        got = run_native(program, x, graph.output_tensors()[0].nbytes)
+        mismatches = np.argwhere(got != expected)
+        assert mismatches.size == 0, (f"{path} kernels: {len(mismatches)} outputs differ (ops {graph.opcodes}): "
+                                      f"native {got[tuple(mismatches[0])]} vs TFLite Micro "
+                                      f"{expected[tuple(mismatches[0])]}")
     return set(graph.opcodes)
 
 

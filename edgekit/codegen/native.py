@@ -230,6 +230,8 @@ class _Lowering:
         self.graph = graph
         self.plan = plan
         self.weight_bytes = 0
+        self.scratch_offset = _align8(plan.peak_bytes)  # kernels' scratch space sits after every tensor
+        self.scratch_bytes = 0
 
     # pointers ---------------------------------------------------------------------------------------------------
     def ptr(self, tensor: int, layer: _Layer, ctype: str = "int8_t") -> str:
@@ -277,22 +279,24 @@ class _Lowering:
         in_scale, in_zp = self.quant(op.inputs[0])
         out_scale, out_zp = self.quant(op.outputs[0])
         weights = np.asarray(w_t.data, dtype=np.int64)
-        if depthwise:
-            k_h, k_w = weights.shape[1], weights.shape[2]
-            weights = weights.reshape(k_h, k_w, out_c).transpose(2, 0, 1)  # [out_c][k_h][k_w]
-        else:
-            k_h, k_w = weights.shape[1], weights.shape[2]
+        k_h, k_w = weights.shape[1], weights.shape[2]
         bias = self._bias(op, out_c)
-        folded = bias - in_zp * weights.reshape(out_c, -1).sum(axis=1)
+        if depthwise:  # TFLite's [1][k_h][k_w][out_c], kept as it is
+            folded = bias - in_zp * weights.reshape(-1, out_c).sum(axis=0)
+            scratch = _align8(in_c) + 8 * k_h * k_w  # an in_zp row, then one pointer per tap
+        else:
+            folded = bias - in_zp * weights.reshape(out_c, -1).sum(axis=1)
+            scratch = _padded4(k_h * k_w * in_c)  # one gathered window
+            weights = weight_blocks(weights.reshape(out_c, -1))
         filter_scales = np.broadcast_to(w_t.scale.astype(np.float64), (out_c,))
         mult, shift = zip(*(quantize_multiplier(float(in_scale) * float(fs) / float(out_scale)) for fs in filter_scales))
         lo, hi = activation_range(op.options.get("fused_activation_function", "NONE"), out_scale, out_zp)
         pad_top, pad_left = padding_for(op, self.graph)
         w_name = self.array(layer, "weights", weights, "int8")
         b_name = self.array(layer, "bias", _int32(folded, "bias"), "int32")
-        raw_name = self.array(layer, "bias_raw", _int32(bias, "bias"), "int32")
         m_name = self.array(layer, "mult", np.array(mult), "int32")
         s_name = self.array(layer, "shift", np.array(shift), "int8")
+        self.scratch_bytes = max(self.scratch_bytes, scratch)
         layer.struct = "ek_conv_params_t"
         layer.fields = [
             ("in_h", in_h), ("in_w", in_w), ("in_c", in_c), ("out_h", out_h), ("out_w", out_w), ("out_c", out_c),
@@ -300,12 +304,12 @@ class _Lowering:
             ("stride_w", op.options.get("stride_w", 1)), ("dil_h", op.options.get("dilation_h_factor", 1)),
             ("dil_w", op.options.get("dilation_w_factor", 1)), ("pad_top", pad_top), ("pad_left", pad_left),
             ("depth_multiplier", out_c // in_c if depthwise else 1), ("in_zp", in_zp), ("out_zp", out_zp),
-            ("act_min", lo), ("act_max", hi), ("weights", w_name), ("bias", b_name), ("bias_raw", raw_name), ("mult", m_name),
+            ("act_min", lo), ("act_max", hi), ("weights", w_name), ("bias", b_name), ("mult", m_name),
             ("shift", s_name),
         ]
         kernel = "ek_depthwise_conv2d_s8" if depthwise else "ek_conv2d_s8"
         layer.calls.append(f"{kernel}(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)});")
+                           f"{self.ptr(op.outputs[0], layer)}, EK_TENSOR(int8_t, {self.scratch_offset}));")
 
     def _conv_2d(self, op, layer):
         self._conv(op, layer, depthwise=False)
@@ -336,7 +340,7 @@ class _Lowering:
         layer.fields = [
             ("batches", batches), ("in_n", in_n), ("out_n", out_n), ("out_zp", out_zp), ("act_min", lo),
             ("act_max", hi), ("per_channel", int(len(mult) > 1)),
-            ("weights", self.array(layer, "weights", weights, "int8")),
+            ("weights", self.array(layer, "weights", weight_blocks(weights.reshape(out_n, -1)), "int8")),
             ("bias", self.array(layer, "bias", _int32(folded, "bias"), "int32")),
             ("mult", self.array(layer, "mult", np.array(mult), "int32")),
             ("shift", self.array(layer, "shift", np.array(shift), "int8")),
@@ -511,6 +515,26 @@ class _Lowering:
     _expand_dims = _reshape
 
 
+def _padded4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
+def _align8(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+def weight_blocks(rows: np.ndarray) -> np.ndarray:
+    """A weight matrix in the kernels' order (ek_kernels.h): rows zero-padded to a multiple of 4 columns, in
+    blocks of four rows interleaved by groups of four columns, so the inner loop walks one pointer."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n_rows, n = rows.shape
+    padded = np.zeros((n_rows, _padded4(n)), dtype=np.int64)
+    padded[:, :n] = rows
+    full = n_rows // 4 * 4
+    blocks = padded[:full].reshape(full // 4, 4, padded.shape[1] // 4, 4).transpose(0, 2, 1, 3)
+    return np.concatenate([blocks.reshape(-1), padded[full:].reshape(-1)])
+
+
 def _int32(values: np.ndarray, what: str) -> np.ndarray:
     values = np.asarray(values, dtype=np.int64)
     if values.size and (values.min() < -(1 << 31) or values.max() >= (1 << 31)):
@@ -558,7 +582,8 @@ def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
         if op.opcode in VIEW_OPS and op.outputs[0] in plan.aliases:
             continue  # a view: same bytes, nothing to run
         layers.append(lowering.lower(op, len(layers)))
-    arena_bytes = max(plan.peak_bytes, 16)
+    arena_bytes = max(lowering.scratch_offset + lowering.scratch_bytes if lowering.scratch_bytes else plan.peak_bytes,
+                      16)
     context = {
         "model_name": model_name,
         "source": graph.name,

@@ -38,7 +38,7 @@ static inline int32_t ek_srdhm(int32_t a, int32_t b) {
 
 /* x / 2^exponent, rounding half away from zero. */
 static inline int32_t ek_rdbpot(int32_t x, int exponent) {
-  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  const int32_t mask = (int32_t)((1u << exponent) - 1u);
   const int32_t remainder = x & mask;
   const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
@@ -142,49 +142,111 @@ static int32_t ek_one_minus_x_over_one_plus_x(int32_t a) {
 }
 
 /* ------------------------------------------------------------------------------------------------------------
- * Dot products: the inner loop of convolutions and fully connected layers. Integer sums are exact, so the order
- * of the additions (and the DSP path) cannot change a result.
+ * Requantization of accumulators (convolutions, fully connected): the multiplier is never negative, so the
+ * doubling high multiply cannot saturate, and (a * b + 2^30) >> 31 on the 64-bit product equals gemmlowp's
+ * nudge-and-truncate for both signs. The same result as ek_requantize in fewer instructions.
+ */
+
+static inline int32_t ek_requantize_acc(int32_t acc, int32_t mult, int32_t shift) {
+  int32_t v;
+  if (shift > 0) {
+    acc = (int32_t)((uint32_t)acc << shift);
+  }
+  v = (int32_t)(((int64_t)acc * mult + ((int64_t)1 << 30)) >> 31);
+  return shift < 0 ? ek_rdbpot(v, -shift) : v;
+}
+
+static inline int8_t ek_output_s8(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t act_min,
+                                  int32_t act_max) {
+  return (int8_t)ek_clamp(ek_requantize_acc(acc, mult, shift) + out_zp, act_min, act_max);
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * SIMD primitives. On cores with the DSP extension (Cortex-M4/M7/M33/M55) they are single instructions; with
+ * EK_EMULATE_DSP a host build runs the very same kernel code through portable equivalents (the tests do so).
+ * Integer sums are exact, so neither the order of additions nor the path taken can change a result.
  */
 
 #if defined(__ARM_FEATURE_DSP)
+#define EK_SIMD 1
+static inline uint32_t ek_sxtb16(uint32_t v) { return (uint32_t)__sxtb16(v); }
+static inline uint32_t ek_sxtb16_ror8(uint32_t v) {
+#if defined(__GNUC__)
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); /* one instruction; the intrinsics would take two */
+  return r;
+#else
+  return (uint32_t)__sxtb16(__ror(v, 8));
+#endif
+}
+static inline int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) { return __smlad(a, b, acc); }
+static inline int32_t ek_smlabb(uint32_t a, uint32_t b, int32_t acc) { return __smlabb(a, b, acc); }
+static inline int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) { return __smlatt(a, b, acc); }
+#elif defined(EK_EMULATE_DSP)
+#define EK_SIMD 1
+static inline int32_t ek_lo16(uint32_t v) { return (int16_t)(uint16_t)(v & 0xffffu); }
+static inline int32_t ek_hi16(uint32_t v) { return (int16_t)(uint16_t)(v >> 16); }
+static inline uint32_t ek_sxtb16(uint32_t v) {
+  return (uint32_t)(uint16_t)(int16_t)(int8_t)(v & 0xffu) | ((uint32_t)(uint16_t)(int16_t)(int8_t)((v >> 16) & 0xffu) << 16);
+}
+static inline uint32_t ek_sxtb16_ror8(uint32_t v) { return ek_sxtb16((v >> 8) | (v << 24)); }
+static inline int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) {
+  return acc + ek_lo16(a) * ek_lo16(b) + ek_hi16(a) * ek_hi16(b);
+}
+static inline int32_t ek_smlabb(uint32_t a, uint32_t b, int32_t acc) { return acc + ek_lo16(a) * ek_lo16(b); }
+static inline int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) { return acc + ek_hi16(a) * ek_hi16(b); }
+#else
+#define EK_SIMD 0
+#endif
+
+#if EK_SIMD
 static inline uint32_t ek_load4(const int8_t *p) {
   uint32_t v;
-  memcpy(&v, p, sizeof(v)); /* one unaligned LDR on Cortex-M */
+  memcpy(&v, p, sizeof(v)); /* one unaligned LDR on Cortex-M4 */
   return v;
 }
-
-static inline uint32_t ek_ror8(uint32_t v) { return (v >> 8) | (v << 24); }
 #endif
 
-/* acc[k] += dot(x, w + k * stride) for k = 0..3, n terms: four output channels share each input load. */
-static void ek_dot4_s8(const int8_t *x, const int8_t *w, int32_t stride, int32_t n, int32_t *acc) {
-  const int8_t *w0 = w, *w1 = w + stride, *w2 = w + 2 * stride, *w3 = w + 3 * stride;
+/* ------------------------------------------------------------------------------------------------------------
+ * Dot products, the inner loop of convolutions and fully connected layers. Weight rows come in blocks of four,
+ * interleaved by groups of four inputs (see ek_kernels.h), so one pointer walks all four rows; a row outside
+ * any block is plain. Both sides are sign-extended the same way (bytes 0,2 then 1,3), so SMLAD pairs match.
+ */
+
+/* acc[k] += sum_i x[i] * row_k[i], i < n, for the four rows of an interleaved block. */
+static inline void ek_dot_block4(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-  int32_t i = 0;
-#if defined(__ARM_FEATURE_DSP)
-  for (; i + 4 <= n; i += 4) {
+  int32_t i = 0, j;
+#if EK_SIMD
+  for (; i + 4 <= n; i += 4, w += 16) {
     const uint32_t xv = ek_load4(x + i);
-    const int16x2_t xe = __sxtb16(xv), xo = __sxtb16(ek_ror8(xv));
-    uint32_t wv = ek_load4(w0 + i);
-    a0 = __smlad(xe, __sxtb16(wv), a0);
-    a0 = __smlad(xo, __sxtb16(ek_ror8(wv)), a0);
-    wv = ek_load4(w1 + i);
-    a1 = __smlad(xe, __sxtb16(wv), a1);
-    a1 = __smlad(xo, __sxtb16(ek_ror8(wv)), a1);
-    wv = ek_load4(w2 + i);
-    a2 = __smlad(xe, __sxtb16(wv), a2);
-    a2 = __smlad(xo, __sxtb16(ek_ror8(wv)), a2);
-    wv = ek_load4(w3 + i);
-    a3 = __smlad(xe, __sxtb16(wv), a3);
-    a3 = __smlad(xo, __sxtb16(ek_ror8(wv)), a3);
+    const uint32_t xe = ek_sxtb16(xv), xo = ek_sxtb16_ror8(xv);
+    uint32_t wv = ek_load4(w);
+    a0 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a0));
+    wv = ek_load4(w + 4);
+    a1 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a1));
+    wv = ek_load4(w + 8);
+    a2 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a2));
+    wv = ek_load4(w + 12);
+    a3 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a3));
+  }
+#else
+  for (; i + 4 <= n; i += 4, w += 16) {
+    for (j = 0; j < 4; j++) {
+      const int32_t xv = x[i + j];
+      a0 += xv * w[j];
+      a1 += xv * w[4 + j];
+      a2 += xv * w[8 + j];
+      a3 += xv * w[12 + j];
+    }
   }
 #endif
-  for (; i < n; i++) {
-    const int32_t xv = x[i];
-    a0 += xv * w0[i];
-    a1 += xv * w1[i];
-    a2 += xv * w2[i];
-    a3 += xv * w3[i];
+  for (j = 0; i + j < n; j++) { /* the last group, zero-padded in the weights */
+    const int32_t xv = x[i + j];
+    a0 += xv * w[j];
+    a1 += xv * w[4 + j];
+    a2 += xv * w[8 + j];
+    a3 += xv * w[12 + j];
   }
   acc[0] = a0;
   acc[1] = a1;
@@ -192,13 +254,13 @@ static void ek_dot4_s8(const int8_t *x, const int8_t *w, int32_t stride, int32_t
   acc[3] = a3;
 }
 
-static int32_t ek_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
+/* acc + sum_i x[i] * w[i], i < n, for a plain row. */
+static inline int32_t ek_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
   int32_t i = 0;
-#if defined(__ARM_FEATURE_DSP)
+#if EK_SIMD
   for (; i + 4 <= n; i += 4) {
     const uint32_t xv = ek_load4(x + i), wv = ek_load4(w + i);
-    acc = __smlad(__sxtb16(xv), __sxtb16(wv), acc);
-    acc = __smlad(__sxtb16(ek_ror8(xv)), __sxtb16(ek_ror8(wv)), acc);
+    acc = ek_smlad(ek_sxtb16_ror8(xv), ek_sxtb16_ror8(wv), ek_smlad(ek_sxtb16(xv), ek_sxtb16(wv), acc));
   }
 #endif
   for (; i < n; i++) {
@@ -207,42 +269,45 @@ static int32_t ek_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t ac
   return acc;
 }
 
-/* ------------------------------------------------------------------------------------------------------------
- * Convolutions.
- */
-
-/* The output of one pixel, all channels, when its whole window lies inside the input and taps are contiguous
- * along a row (dil_w == 1): per window row, one dot product of k_w * in_c terms, four channels at a time. */
-static void ek_conv_pixel_inside(const ek_conv_params_t *p, const int8_t *origin, int8_t *output) {
-  const int32_t row_len = p->k_w * p->in_c;
-  const int32_t row_step = p->dil_h * p->in_w * p->in_c;
-  const int32_t taps = p->k_h * row_len;
-  int32_t oc, ky, k;
-  for (oc = 0; oc < p->out_c; oc += 4) {
-    const int32_t block = p->out_c - oc < 4 ? p->out_c - oc : 4;
-    const int8_t *w = p->weights + oc * taps;
+/* out[k] for every row of a weight matrix over `rows` input segments of `len` inputs (len a multiple of 4 when
+ * rows > 1), the segments `step` bytes apart: a 1x1 convolution, a window of whole rows, or a column. */
+static void ek_matvec_s8(const int8_t *x, int32_t rows, int32_t step, int32_t len, const int8_t *weights,
+                         int32_t n_padded, int32_t out_n, const int32_t *bias, const int32_t *mult,
+                         const int8_t *shift, int32_t per_channel, int32_t out_zp, int32_t act_min,
+                         int32_t act_max, int8_t *output) {
+  const int32_t full = out_n & ~3;
+  int32_t o, k, r;
+  for (o = 0; o < full; o += 4) {
+    const int8_t *w = weights + o * n_padded;
     int32_t acc[4];
-    if (block == 4) {
-      for (k = 0; k < 4; k++) {
-        acc[k] = p->bias[oc + k];
-      }
-      for (ky = 0; ky < p->k_h; ky++) {
-        ek_dot4_s8(origin + ky * row_step, w + ky * row_len, taps, row_len, acc);
-      }
-    } else {
-      for (k = 0; k < block; k++) {
-        acc[k] = p->bias[oc + k];
-        for (ky = 0; ky < p->k_h; ky++) {
-          acc[k] = ek_dot_s8(origin + ky * row_step, w + k * taps + ky * row_len, row_len, acc[k]);
-        }
-      }
+    for (k = 0; k < 4; k++) {
+      acc[k] = bias[o + k];
     }
-    for (k = 0; k < block; k++) {
-      const int32_t v = ek_requantize(acc[k], p->mult[oc + k], p->shift[oc + k]) + p->out_zp;
-      output[oc + k] = (int8_t)ek_clamp(v, p->act_min, p->act_max);
+    for (r = 0; r < rows; r++) {
+      ek_dot_block4(x + r * step, w + r * len * 4, len, acc);
+    }
+    for (k = 0; k < 4; k++) {
+      const int32_t c = per_channel ? o + k : 0;
+      output[o + k] = ek_output_s8(acc[k], mult[c], shift[c], out_zp, act_min, act_max);
     }
   }
+  for (; o < out_n; o++) {
+    const int8_t *w = weights + o * n_padded;
+    const int32_t c = per_channel ? o : 0;
+    int32_t acc = bias[o];
+    for (r = 0; r < rows; r++) {
+      acc = ek_dot_s8(x + r * step, w + r * len, len, acc);
+    }
+    output[o] = ek_output_s8(acc, mult[c], shift[c], out_zp, act_min, act_max);
+  }
 }
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Convolutions. The bias has the input zero point folded in (bias - in_zp * sum(weights)), so a tap outside the
+ * input is a tap that reads in_zp: border pixels gather their window into the scratch buffer with in_zp in
+ * the padding, and every pixel runs the same multiply-accumulate loop, bit-exact with TFLite Micro's sum of
+ * weight * (input - in_zp) over the taps inside.
+ */
 
 /* The taps of a window that fall inside the input, along one axis: [*first, *last). */
 static void ek_window_range(int32_t origin, int32_t kernel, int32_t dilation, int32_t size, int32_t *first,
@@ -258,15 +323,17 @@ static void ek_window_range(int32_t origin, int32_t kernel, int32_t dilation, in
   *last = k1;
 }
 
-void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output) {
+void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
   const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
-  const int32_t out_c = p->out_c;
-  const int32_t k_h = p->k_h, k_w = p->k_w;
-  const int32_t dil_h = p->dil_h, dil_w = p->dil_w;
-  const int32_t taps = k_h * k_w * in_c;
-  const int32_t in_zp = p->in_zp;
-  const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
-  int32_t oy, ox, oc, ky, kx, ic;
+  const int32_t k_h = p->k_h, k_w = p->k_w, dil_h = p->dil_h, dil_w = p->dil_w;
+  const int32_t taps = k_h * k_w * in_c, n_padded = (taps + 3) & ~3;
+  const int32_t row_len = k_w * in_c, row_step = dil_h * in_w * in_c;
+  /* whole window rows are contiguous in the input and start on a weight group: no gathering inside */
+  const int32_t direct = (dil_w == 1 || k_w == 1) && (row_len % 4 == 0 || k_h == 1);
+  int32_t oy, ox, ky, kx, i;
+  for (i = taps; i < n_padded; i++) {
+    scratch[i] = 0; /* the weights are zero there too */
+  }
   for (oy = 0; oy < p->out_h; oy++) {
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
     int32_t ky0, ky1;
@@ -275,109 +342,120 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
       const int32_t ix0 = ox * p->stride_w - p->pad_left;
       int32_t kx0, kx1;
       ek_window_range(ix0, k_w, dil_w, in_w, &kx0, &kx1);
-      if (ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w && (dil_w == 1 || k_w == 1)) {
-        ek_conv_pixel_inside(p, input + (iy0 * in_w + ix0) * in_c, output);
-        output += out_c;
-        continue;
-      }
-      for (oc = 0; oc < out_c; oc++) {
-        const int8_t *w = p->weights + oc * taps;
-        int32_t acc = p->bias_raw[oc];
-        for (ky = ky0; ky < ky1; ky++) {
+      if (direct && ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w) {
+        ek_matvec_s8(input + (iy0 * in_w + ix0) * in_c, k_h, row_step, row_len, p->weights, n_padded, p->out_c,
+                     p->bias, p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max, output);
+      } else {
+        int8_t *col = scratch;
+        for (ky = 0; ky < k_h; ky++) {
           const int32_t iy = iy0 + ky * dil_h;
-          for (kx = kx0; kx < kx1; kx++) {
-            const int8_t *x = input + (iy * in_w + ix0 + kx * dil_w) * in_c;
-            const int8_t *wk = w + (ky * k_w + kx) * in_c;
-            for (ic = 0; ic < in_c; ic++) {
-              acc += (int32_t)wk[ic] * (x[ic] - in_zp);
+          for (kx = 0; kx < k_w; kx++, col += in_c) {
+            if (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1) {
+              const int8_t *x = input + (iy * in_w + ix0 + kx * dil_w) * in_c;
+              for (i = 0; i < in_c; i++) {
+                col[i] = x[i];
+              }
+            } else {
+              for (i = 0; i < in_c; i++) {
+                col[i] = (int8_t)p->in_zp;
+              }
             }
           }
         }
-        acc = ek_requantize(acc, p->mult[oc], p->shift[oc]) + out_zp;
-        *output++ = (int8_t)ek_clamp(acc, act_min, act_max);
+        ek_matvec_s8(scratch, 1, 0, n_padded, p->weights, n_padded, p->out_c, p->bias, p->mult, p->shift, 1,
+                     p->out_zp, p->act_min, p->act_max, output);
       }
+      output += p->out_c;
     }
   }
 }
 
-void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output) {
-  const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
-  const int32_t k_h = p->k_h, k_w = p->k_w;
-  const int32_t row_step = p->dil_h * in_w * in_c, tap_step = p->dil_w * in_c;
-  const int32_t taps = k_h * k_w;
+#if EK_SIMD
+/* Four channels (c..c+3) of one depthwise output pixel, depth multiplier 1: SMLABB/SMLATT keep channels apart. */
+static inline void ek_depthwise4(const int8_t *const *src, int32_t c, int32_t taps, const int8_t *w,
+                                 int32_t channels, int32_t *acc) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  int32_t t;
+  for (t = 0; t < taps; t++, w += channels) {
+    const uint32_t xv = ek_load4(src[t] + c), wv = ek_load4(w);
+    const uint32_t xe = ek_sxtb16(xv), we = ek_sxtb16(wv), xo = ek_sxtb16_ror8(xv), wo = ek_sxtb16_ror8(wv);
+    a0 = ek_smlabb(xe, we, a0);
+    a2 = ek_smlatt(xe, we, a2);
+    a1 = ek_smlabb(xo, wo, a1);
+    a3 = ek_smlatt(xo, wo, a3);
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+#endif
+
+void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
+  const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, out_c = p->out_c;
+  const int32_t k_h = p->k_h, k_w = p->k_w, taps = k_h * k_w;
   const int32_t mult_c = p->depth_multiplier;
-  const int32_t in_zp = p->in_zp;
-  const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
-  int32_t oy, ox, ic, m, ky, kx;
+  /* scratch: in_c bytes of in_zp (what a tap outside the input reads), then one input pointer per tap */
+  const int8_t **src = (const int8_t **)(void *)(scratch + ((in_c + 7) & ~7));
+  int32_t oy, ox, ky, kx, t, c;
+  for (c = 0; c < in_c; c++) {
+    scratch[c] = (int8_t)p->in_zp;
+  }
   for (oy = 0; oy < p->out_h; oy++) {
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
     int32_t ky0, ky1;
     ek_window_range(iy0, k_h, p->dil_h, in_h, &ky0, &ky1);
     for (ox = 0; ox < p->out_w; ox++) {
       const int32_t ix0 = ox * p->stride_w - p->pad_left;
-      int32_t kx0, kx1, inside;
-      int32_t oc = 0;
-      const int8_t *first;
+      int32_t kx0, kx1;
       ek_window_range(ix0, k_w, p->dil_w, in_w, &kx0, &kx1);
-      inside = ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w;
-      /* the first tap inside the input, channel 0 */
-      first = input + ((iy0 + ky0 * p->dil_h) * in_w + ix0 + kx0 * p->dil_w) * in_c;
-      for (ic = 0; ic < in_c; ic++) {
-        for (m = 0; m < mult_c; m++, oc++) {
-          const int8_t *w = p->weights + oc * taps + ky0 * k_w;
-          const int8_t *x = first + ic;
-          int32_t acc;
-          if (inside) {
-            acc = p->bias[oc];
-            for (ky = 0; ky < k_h; ky++) {
-              for (kx = 0; kx < k_w; kx++) {
-                acc += (int32_t)w[kx] * x[kx * tap_step];
-              }
-              w += k_w;
-              x += row_step;
-            }
-          } else {
-            acc = p->bias_raw[oc];
-            for (ky = ky0; ky < ky1; ky++) {
-              for (kx = kx0; kx < kx1; kx++) {
-                acc += (int32_t)w[kx] * (x[(kx - kx0) * tap_step] - in_zp);
-              }
-              w += k_w;
-              x += row_step;
-            }
-          }
-          acc = ek_requantize(acc, p->mult[oc], p->shift[oc]) + out_zp;
-          *output++ = (int8_t)ek_clamp(acc, act_min, act_max);
+      for (ky = 0, t = 0; ky < k_h; ky++) {
+        const int32_t iy = iy0 + ky * p->dil_h;
+        for (kx = 0; kx < k_w; kx++, t++) {
+          const int32_t inside = ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1;
+          src[t] = inside ? input + (iy * in_w + ix0 + kx * p->dil_w) * in_c : scratch;
         }
       }
+      c = 0;
+#if EK_SIMD
+      if (mult_c == 1) {
+        for (; c + 4 <= out_c; c += 4) {
+          int32_t acc[4], k;
+          for (k = 0; k < 4; k++) {
+            acc[k] = p->bias[c + k];
+          }
+          if (taps == 9) { /* 3x3: a loop the compiler unrolls */
+            ek_depthwise4(src, c, 9, p->weights + c, out_c, acc);
+          } else {
+            ek_depthwise4(src, c, taps, p->weights + c, out_c, acc);
+          }
+          for (k = 0; k < 4; k++) {
+            output[c + k] = ek_output_s8(acc[k], p->mult[c + k], p->shift[c + k], p->out_zp, p->act_min,
+                                         p->act_max);
+          }
+        }
+      }
+#endif
+      for (; c < out_c; c++) {
+        const int32_t ic = c / mult_c;
+        const int8_t *w = p->weights + c;
+        int32_t acc = p->bias[c];
+        for (t = 0; t < taps; t++, w += out_c) {
+          acc += (int32_t)*w * src[t][ic];
+        }
+        output[c] = ek_output_s8(acc, p->mult[c], p->shift[c], p->out_zp, p->act_min, p->act_max);
+      }
+      output += out_c;
     }
   }
 }
 
 void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output) {
   const int32_t in_n = p->in_n, out_n = p->out_n;
-  const int32_t step = p->per_channel ? 1 : 0;
-  int32_t b, o, k;
+  int32_t b;
   for (b = 0; b < p->batches; b++) {
-    for (o = 0; o < out_n; o += 4) {
-      const int32_t block = out_n - o < 4 ? out_n - o : 4;
-      const int8_t *w = p->weights + o * in_n;
-      int32_t acc[4];
-      for (k = 0; k < block; k++) {
-        acc[k] = p->bias[o + k];
-      }
-      if (block == 4) {
-        ek_dot4_s8(input, w, in_n, in_n, acc);
-      } else {
-        for (k = 0; k < block; k++) {
-          acc[k] = ek_dot_s8(input, w + k * in_n, in_n, acc[k]);
-        }
-      }
-      for (k = 0; k < block; k++) {
-        const int32_t v = ek_requantize(acc[k], p->mult[(o + k) * step], p->shift[(o + k) * step]) + p->out_zp;
-        output[o + k] = (int8_t)ek_clamp(v, p->act_min, p->act_max);
-      }
-    }
+    ek_matvec_s8(input, 1, 0, in_n, p->weights, (in_n + 3) & ~3, out_n, p->bias, p->mult, p->shift,
+                 p->per_channel, p->out_zp, p->act_min, p->act_max, output);
     input += in_n;
     output += out_n;
   }

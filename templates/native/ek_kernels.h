@@ -19,10 +19,16 @@
 extern "C" {
 #endif
 
-/* CONV_2D and DEPTHWISE_CONV_2D. Weights: conv [out_c][k_h][k_w][in_c] (TFLite's OHWI), depthwise
- * [out_c][k_h][k_w] (transposed by the generator). Where the whole window is inside the input, bias[] (which
- * already holds bias - in_zp * sum(weights)) lets the inner loop multiply raw inputs; at the borders the kernel
- * starts from bias_raw[] and sums weight * (input - in_zp) over the taps inside, as TFLite Micro does. */
+/* Weight matrices of CONV_2D (rows = output channels, columns = [k_h][k_w][in_c] taps) and FULLY_CONNECTED
+ * (rows = outputs, columns = inputs): each row zero-padded to a multiple of 4 columns (n_padded); rows come in
+ * blocks of four interleaved by groups of four columns (row 0 cols 0-3, row 1 cols 0-3, row 2, row 3, then
+ * row 0 cols 4-7...), so one pointer walks four rows; the rows left over after the last block are plain.
+ * DEPTHWISE_CONV_2D weights keep TFLite's layout, [k_h][k_w][out_c]. bias[] already holds
+ * bias - in_zp * sum(weights of that output): a tap outside the input reads in_zp and so adds nothing, which is
+ * exactly TFLite Micro's sum of weight * (input - in_zp) over the taps inside.
+ *
+ * CONV_2D and DEPTHWISE_CONV_2D take a scratch buffer (a part of the arena the generator reserves): conv
+ * needs n_padded bytes (a gathered window), depthwise (in_c rounded up to 8) + 8 * k_h * k_w bytes, 8-aligned. */
 typedef struct {
   int32_t in_h, in_w, in_c;
   int32_t out_h, out_w, out_c;
@@ -35,15 +41,14 @@ typedef struct {
   int32_t act_min, act_max;
   const int8_t *weights;
   const int32_t *bias;     /* zero point folded in */
-  const int32_t *bias_raw; /* the model's bias */
   const int32_t *mult;     /* per output channel */
   const int8_t *shift;
 } ek_conv_params_t;
 
-void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output);
-void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output);
+void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
+void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
 
-/* FULLY_CONNECTED: weights [out_n][in_n]; bias[] already holds bias - in_zp * sum(row). */
+/* FULLY_CONNECTED: weights in blocks as above; bias[] already holds bias - in_zp * sum(row). */
 typedef struct {
   int32_t batches, in_n, out_n;
   int32_t out_zp;
