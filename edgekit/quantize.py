@@ -12,7 +12,8 @@ import io
 import os
 import tempfile
 import warnings
-from contextlib import contextmanager
+from collections import Counter
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,10 +150,14 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
     loaded = _loaded(model_or_path)
     if loaded.note:
         info(f"note: {loaded.note}", quiet)
-    if loaded.framework == "tflite" and _check_float_tflite(loaded):
+    kind = _tflite_kind(loaded) if loaded.framework == "tflite" else "keras"
+    if kind == "float_ends":
         return _quantize_float_ends(loaded, dataset, eval_samples, quiet)
+    if kind == "weight_only":
+        info(f"note: {loaded.name} has int8 weights but float activations (weight-only quantization): its weights "
+             "are dequantized to float, then the whole model is quantized to int8", quiet)
     if dataset is None:
-        raise EdgekitError(f"{loaded.name} is a float model: calibration data is needed to quantize it "
+        raise EdgekitError(f"{loaded.name} has float activations: calibration data is needed to quantize them "
                            "(--data: .npz, .npy or a folder of samples)")
     data = _dataset_for(loaded, dataset)
     calibration = representative_subset(data.x_train, calibration_samples)
@@ -164,8 +169,11 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
         task = bar.add_task("quantizing", total=4)
         if loaded.framework == "tflite":
             float_bytes = bytes(loaded.model)
-            int8_bytes = _quantize_tflite(float_bytes, calibration)
+            source = dequantize_weights(float_bytes, loaded.name) if kind == "weight_only" else float_bytes
+            int8_bytes = _quantize_tflite(source, calibration)
             method = "ai-edge-quantizer static_wi8_ai8"
+            if kind == "weight_only":
+                method += " (weight-only int8 weights dequantized first)"
         else:
             frozen = loaded.frozen_function(batch=1)
             float_bytes = _convert(frozen)
@@ -181,7 +189,7 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
         layers = None
         if per_layer:
             if loaded.framework == "tflite":
-                layers = _layer_errors_aeq(float_bytes, int8_bytes, x_test[:DEBUG_SAMPLES])
+                layers = _layer_errors_aeq(source, int8_bytes, x_test[:DEBUG_SAMPLES])
             else:
                 layers = _layer_errors_debugger(frozen, calibration, x_test[:DEBUG_SAMPLES])
 
@@ -296,8 +304,8 @@ def _worst(layers, count: int = 5):
             for l in ranked[:count]]
 
 
-def _check_float_tflite(loaded) -> bool:
-    """Is this .tflite int8 inside with float ends (True) or a float model (False)? Anything else is refused."""
+def _tflite_kind(loaded) -> str:
+    """"float", "float_ends" (int8 inside, float input/output) or "weight_only"; anything else is refused."""
     from edgekit.tflite_model import parse_tflite
 
     graph = parse_tflite(loaded.model, loaded.name)
@@ -307,13 +315,60 @@ def _check_float_tflite(loaded) -> bool:
     if len(graph.inputs) != 1:
         raise EdgekitError(f"{loaded.name} has {len(graph.inputs)} inputs; edgekit handles single-input models")
     if float_io_boundary(graph) is not None:
-        return True
-    if any(t.dtype in ("int8", "uint8") and t.is_constant for t in graph.tensors):
+        return "float_ends"
+    if not any(t.dtype in ("int8", "uint8") and t.is_constant for t in graph.tensors):
+        return "float"
+    if _weight_only_constants(graph) is None:
         first = graph.input_tensors()[0]
-        raise EdgekitError(f"{loaded.name} has int8 weights but {first.dtype} activations (weight-only "
-                           "quantization); expected a float model or one with int8 activations (re-convert the "
-                           "float model with edgekit quantize)")
-    return False
+        raise EdgekitError(f"{loaded.name} mixes int8 and {first.dtype} activations; expected a float model, one "
+                           "quantized with int8 activations, or one with int8 weights only")
+    return "weight_only"
+
+
+def _weight_only_constants(graph) -> list | None:
+    """The int8 constants of a weight-only quantized model (float activations), or None if it is not one."""
+    constants = [t for t in graph.tensors if t.dtype == "int8" and t.is_constant and t.data is not None]
+    activations = [t for t in graph.tensors if not t.is_constant and not t.is_variable]
+    if any(t.dtype in ("int8", "uint8") for t in activations) or any(t.scale.size == 0 for t in constants):
+        return None
+    if any(t.dtype == "uint8" and t.is_constant for t in graph.tensors):
+        return None
+    return constants
+
+
+def dequantize_weights(tflite_bytes: bytes, name: str = "model") -> bytes:
+    """A weight-only quantized model with its int8 weights turned back into float32: (q - zero_point) * scale.
+
+    Symmetric int8 weights come back to the same int8 values when quantized again with the same range, so this
+    loses nothing the original quantization had not already lost.
+    """
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    from edgekit.tflite_model import parse_tflite
+
+    graph = parse_tflite(tflite_bytes, name)
+    constants = _weight_only_constants(graph)
+    if not constants:
+        raise EdgekitError(f"{name} has no int8 weights around float activations; expected a weight-only "
+                           "quantized model")
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite_bytes), 0))
+    tensors = model.subgraphs[0].tensors
+    users = Counter(int(t.buffer) for subgraph in model.subgraphs for t in subgraph.tensors)
+    for t in constants:
+        shape = [1] * t.data.ndim
+        if t.scale.size > 1:
+            shape[t.quantized_dimension] = t.scale.size
+        values = (t.data.astype(np.float32) - t.zero_point.reshape(shape)) * t.scale.reshape(shape)
+        tensor = tensors[t.index]
+        if users[int(tensor.buffer)] > 1:  # shared with another tensor: give this one its own buffer
+            model.buffers.append(schema.BufferT())
+            tensor.buffer = len(model.buffers) - 1
+        model.buffers[tensor.buffer].data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8)
+        tensor.type, tensor.quantization = schema.TensorType.FLOAT32, None
+    builder = flatbuffers.Builder(len(tflite_bytes) * 4 + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _check_fully_int8(tflite_bytes: bytes, name: str):
@@ -336,7 +391,7 @@ def _native_stderr_captured():
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), redirect_stderr(log):  # Python-level chatter too (tqdm bars)
                 warnings.simplefilter("ignore")
                 yield log
         finally:
@@ -441,7 +496,25 @@ def _quantize_tflite(float_bytes: bytes, calibration) -> bytes:
         except Exception as error:
             detail = _converter_error(str(error) + "\n" + log.getvalue())
             raise EdgekitError(f"ai-edge-quantizer cannot quantize this model: {detail}") from None
-    return bytes(result.quantized_model)
+    return _inline_buffers(bytes(result.quantized_model))
+
+
+def _inline_buffers(tflite_bytes: bytes) -> bytes:
+    """Move constants stored after the flatbuffer (buffer offset/size, as ai-edge-quantizer writes large ones) back
+    inside it: TFLite Micro, our parser and the native backend read only inline buffer data."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
+    outside = [b for b in model.buffers or [] if b.offset > 1]
+    if not outside:
+        return tflite_bytes
+    for buffer in outside:
+        buffer.data = np.frombuffer(tflite_bytes[buffer.offset:buffer.offset + buffer.size], dtype=np.uint8)
+        buffer.offset = buffer.size = 0
+    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 # ---------------------------------------------------------------------------------------------------------------

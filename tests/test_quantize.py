@@ -167,20 +167,38 @@ def test_truncated_tflite(tmp_path, npz8, int8_model_path, capsys):
     assert_clean_failure(code, err, out, "truncated or corrupted")
 
 
-def test_weight_only_quantized_tflite_is_refused(tmp_path, shared_models, capsys):
-    """int8 weights around float activations: no QUANTIZE/DEQUANTIZE to remove, no float model to calibrate."""
+@pytest.mark.slow
+def test_weight_only_quantized_tflite_is_dequantized_then_quantized(tmp_path, shared_models, capsys):
+    """int8 weights around float activations (ToyCar's dynamic-range model): made float, then fully int8."""
+    from edgekit.quantize import run_tflite
+
+    sample, noise = ad_inputs(shared_models)
     model = shared_models / "anomaly_detection/ToyCar_baseline_tf23/model_ToyCar_quant.tflite"
-    data, out = tmp_path / "x.npy", tmp_path / "o.tflite"
-    np.save(data, np.zeros((10, 640), np.float32))
-    code, _, err = run_cli(["quantize", str(model), "--data", str(data), "-o", str(out)], capsys)
-    assert_clean_failure(code, err, out, "int8 weights but float32 activations")
+    data, out = tmp_path / "x.npz", tmp_path / "o.tflite"
+    np.savez(data, x_train=np.concatenate([sample, noise]), x_test=sample)
+    code, stdout, err = run_cli(["quantize", str(model), "--data", str(data), "-o", str(out), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert "dequantized" in report["method"] and not err  # --json: no note, no calibration bar
+    graph = parse_tflite(out.read_bytes())
+    assert_fully_int8(graph)
+    assert graph.opcodes == ["FULLY_CONNECTED"]
+    assert report["cosine_similarity"] > 0.999  # against the weight-only model, on the real recording
+    original = parse_tflite(model.read_bytes())
+    for op, before in zip(graph.operators, original.operators):
+        new, old = graph.tensors[op.inputs[1]], original.tensors[before.inputs[1]]
+        assert new.data is not None  # inline in the flatbuffer, where TFLite Micro reads constants
+        dequantized = lambda t: (t.data.astype(np.float64) - t.zero_point[:, None]) * t.scale[:, None]
+        assert np.all(np.abs(dequantized(new) - dequantized(old)) <= new.scale[:, None] / 2 * 1.001)
+    got, step = tflm_outputs(out.read_bytes(), sample)  # the device's arithmetic agrees with the report's
+    assert np.max(np.abs(got - run_tflite(out.read_bytes(), sample))) <= step * 1.001
 
 
 def test_float_model_without_data(tmp_path, shared_models, capsys):
     out = tmp_path / "o.tflite"
     code, _, err = run_cli(["quantize", str(shared_models / "anomaly_detection/ad01_fp32.tflite"), "-o", str(out)],
                            capsys)
-    assert_clean_failure(code, err, out, "calibration data is needed")
+    assert_clean_failure(code, err, out, "has float activations: calibration data is needed")
 
 
 @pytest.mark.parametrize("array, expected", [
