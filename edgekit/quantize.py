@@ -339,10 +339,9 @@ def _weight_only_constants(graph) -> list | None:
 def dequantize_weights(tflite_bytes: bytes, name: str = "model") -> bytes:
     """A weight-only quantized model with its int8 weights turned back into float32: (q - zero_point) * scale.
 
-    Symmetric int8 weights come back to the same int8 values when quantized again with the same range, so this
-    loses nothing the original quantization had not already lost.
+    Quantizing it again (per channel) moves each weight by at most half a step of its new scale: the float
+    weights the weight-only file was made from are gone, these are the closest we have.
     """
-    import flatbuffers
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
     from edgekit.tflite_model import parse_tflite
@@ -352,7 +351,7 @@ def dequantize_weights(tflite_bytes: bytes, name: str = "model") -> bytes:
     if not constants:
         raise EdgekitError(f"{name} has no int8 weights around float activations; expected a weight-only "
                            "quantized model")
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite_bytes), 0))
+    model = _model_object(tflite_bytes)
     tensors = model.subgraphs[0].tensors
     users = Counter(int(t.buffer) for subgraph in model.subgraphs for t in subgraph.tensors)
     for t in constants:
@@ -366,9 +365,7 @@ def dequantize_weights(tflite_bytes: bytes, name: str = "model") -> bytes:
             tensor.buffer = len(model.buffers) - 1
         model.buffers[tensor.buffer].data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8)
         tensor.type, tensor.quantization = schema.TensorType.FLOAT32, None
-    builder = flatbuffers.Builder(len(tflite_bytes) * 4 + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 def _check_fully_int8(tflite_bytes: bytes, name: str):
@@ -447,10 +444,9 @@ def _prepare_for_aeq(tflite_bytes: bytes) -> bytes:
     It reads operators from `builtin_code` only (older files carry them in `deprecated_builtin_code`, which made
     it see every FULLY_CONNECTED as an ADD) and it calibrates through a signature, which older files lack.
     """
-    import flatbuffers
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
+    model = _model_object(tflite_bytes)
     for code in model.operatorCodes:
         code.builtinCode = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     if not model.signatureDefs:
@@ -469,9 +465,7 @@ def _prepare_for_aeq(tflite_bytes: bytes) -> bytes:
         signature.signatureKey = "serving_default"
         signature.subgraphIndex = 0
         model.signatureDefs = [signature]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 def _aeq_quantizer(float_bytes: bytes, calibration):
@@ -502,19 +496,14 @@ def _quantize_tflite(float_bytes: bytes, calibration) -> bytes:
 def _inline_buffers(tflite_bytes: bytes) -> bytes:
     """Move constants stored after the flatbuffer (buffer offset/size, as ai-edge-quantizer writes large ones) back
     inside it: TFLite Micro, our parser and the native backend read only inline buffer data."""
-    import flatbuffers
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
+    model = _model_object(tflite_bytes)
     outside = [b for b in model.buffers or [] if b.offset > 1]
     if not outside:
         return tflite_bytes
     for buffer in outside:
         buffer.data = np.frombuffer(tflite_bytes[buffer.offset:buffer.offset + buffer.size], dtype=np.uint8)
         buffer.offset = buffer.size = 0
-    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _packed(model)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -561,9 +550,6 @@ def remove_float_io(tflite_bytes: bytes, name: str = "model") -> bytes:
     input, the int8 tensor before each output DEQUANTIZE its output; tensor indices (operators, signatures) and
     operator codes are renumbered. Nothing inside the model changes, so its int8 arithmetic is bit-identical.
     """
-    import flatbuffers
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
     from edgekit.tflite_model import parse_tflite
 
     graph = parse_tflite(tflite_bytes, name)
@@ -572,7 +558,7 @@ def remove_float_io(tflite_bytes: bytes, name: str = "model") -> bytes:
         raise EdgekitError(f"{name} has no float input/output QUANTIZE/DEQUANTIZE ops around an int8 model; "
                            "expected an int8 model with float ends")
     ins, outs = boundary
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite_bytes), 0))
+    model = _model_object(tflite_bytes)
     subgraph = model.subgraphs[0]
     to_int8 = {op.inputs[0]: op.outputs[0] for op in ins} | {op.outputs[0]: op.inputs[0] for op in outs}
     inputs = [to_int8.get(int(i), int(i)) for i in subgraph.inputs]
@@ -603,7 +589,20 @@ def remove_float_io(tflite_bytes: bytes, name: str = "model") -> bytes:
         if signature.subgraphIndex == 0:
             for entry in (signature.inputs or []) + (signature.outputs or []):
                 entry.tensorIndex = new_index[to_int8.get(int(entry.tensorIndex), int(entry.tensorIndex))]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
+    return _packed(model)
+
+
+def _model_object(tflite_bytes: bytes):
+    """The flatbuffer as a mutable object tree (tflite_micro's generated schema), for graph surgery."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite_bytes), 0))
+
+
+def _packed(model) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
