@@ -1,9 +1,12 @@
 """`edgekit profile`: latency, memory and output agreement measured on the device itself.
 
-After one warm-up inference, each run uploads one input, runs one timed inference, and reads the exact tick
-count, the per-layer ticks and the raw output bytes. The outputs are compared with TFLite Micro's host interpreter
-on the same int8 inputs (edgekit.reference), with the metrics ST's `validate` reports (acc, rmse, mae, l2r, cos)
-plus the max difference in int8 steps and top-1 agreement.
+As MLPerf Tiny's runner does, each input is uploaded once and run with `infer N W` (N timed inferences, one
+warm-up on the first input, not timed): the application restores the uploaded input before each inference
+(docs/protocol.md). Then come the exact tick count of the N runs, the per-layer ticks and the raw output bytes of
+the last one. The outputs are compared with TFLite Micro's host interpreter on the same int8 inputs
+(edgekit.reference), with the metrics ST's `validate` reports (acc, rmse, mae, l2r, cos) plus the max difference
+in int8 steps and top-1 agreement; one more inference of the last input, without uploading it again, must give
+the same output (`deterministic`).
 
 On an emulated board time is QEMU's virtual time under `-icount shift=0` (one instruction per nanosecond), so the
 ticks become instruction counts; that time is reported as emulated, never as a real board's latency.
@@ -29,7 +32,8 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
                   plot=None, seed: int = 0, progress=None, timeout: float | None = None) -> dict:
     """Profile the build on its device and return the report (the --json document).
 
-    `timeout`: seconds allowed for the first inference (warm-up included); later ones get ten times its duration.
+    `timeout`: seconds allowed for each inference of the first `infer` (its warm-up included); later ones get ten
+    times the measured duration.
     """
     from edgekit.tflite_model import load_tflite
 
@@ -71,28 +75,40 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
                                f"{info.output_bytes}); the build expects {tin.nbytes} and {tout.nbytes}: "
                                "flash it first")
         memory = device.memory()
-        # Backends may reuse the input's memory during an inference (TFLite Micro's planner and the native
-        # plan both do), so every inference whose output is read gets a fresh upload, and the warm-up is a
-        # separate inference (on whatever the input holds: its output is not read) rather than `infer 1 1`.
-        started = time.monotonic()
-        device.infer(1, 0, timeout=timeout or FIRST_INFER_TIMEOUT)
-        timeout = max(5.0, 10 * (time.monotonic() - started))
-        for i in range(runs):
-            sample = i % used
+        per_inference = None  # seconds, measured by the first `infer`
+        for sample, count in enumerate(_runs_per_input(runs, used)):
+            warmup = 1 if sample == 0 else 0
             device.load_input(inputs[sample].tobytes())
-            device.infer(1, 0, timeout=timeout)
-            ticks, _ = device.ticks()
-            records.append({"sample": sample, "ticks": ticks, "layers": device.layers(),
-                            "output": np.frombuffer(device.output(), dtype=tout.dtype).copy()})
+            started = time.monotonic()
+            allowed = ((timeout or FIRST_INFER_TIMEOUT) if per_inference is None else
+                       max(5.0, 10 * per_inference)) * (count + warmup)
+            device.infer(count, warmup, timeout=allowed)
+            if per_inference is None:
+                per_inference = (time.monotonic() - started) / (count + warmup)
+            ticks, timed = device.ticks()
+            record = {"sample": sample, "ticks": ticks / max(timed, 1), "layers": device.layers(),
+                      "output": np.frombuffer(device.output(), dtype=tout.dtype).copy()}
+            records += [record] * count  # each timed inference, at their mean
             if progress:
-                progress.advance(task)
+                progress.advance(task, count)
+        # the input survives inference: one more of the last input, not uploaded again, ends the same way
+        device.infer(1, 0, timeout=max(5.0, 10 * per_inference))
+        again = np.frombuffer(device.output(), dtype=tout.dtype)
+        deterministic = bool(np.array_equal(again, records[-1]["output"]))
 
     report = _report(build, info, memory, records, reference, labels, tout)
+    report["deterministic"] = deterministic
     report["data"] = str(data) if data is not None else "random int8"
     if plot:
         plot_layers(report, plot)
         report["plot"] = str(plot)
     return report
+
+
+def _runs_per_input(runs: int, inputs: int) -> list[int]:
+    """How many of the `runs` timed inferences each input gets: spread evenly, the first inputs one more."""
+    share, extra = divmod(runs, inputs)
+    return [share + (1 if i < extra else 0) for i in range(min(runs, inputs))]
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------
@@ -245,10 +261,6 @@ def _validation(records, reference, labels, tout) -> dict:
         "l2r": float(np.linalg.norm(diff) / ref_norm) if ref_norm else float(np.linalg.norm(diff)),
         "top1_agreement": float(np.mean(device.argmax(axis=1) == ref.argmax(axis=1))),
     }
-    by_sample = {}
-    for record in records:
-        by_sample.setdefault(record["sample"], []).append(record["output"])
-    result["deterministic"] = all(np.array_equal(outs[0], o) for outs in by_sample.values() for o in outs[1:])
     if labels is not None:
         samples = np.array([r["sample"] for r in records])
         truth = labels[samples]

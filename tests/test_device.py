@@ -2,9 +2,9 @@
 
 `Simulator` speaks docs/protocol.md like an edgekit application (outputs computed by TFLite Micro's host
 interpreter when given a model, else a fixed function of the input) and can inject faults: garbage bytes, lines
-split into tiny writes, silence, a reset mid-run, a dead connection, a wrong output. It runs in a thread behind a
-loopback socket (what QEMU offers) or as a subprocess on pipes (what the host board offers):
-`python tests/test_device.py --serve [--model M] [--fault F]`.
+split into tiny writes, silence, a reset mid-run, a dead connection, a wrong output, an input lost after the
+first inference of `infer N W` (clobber). It runs in a thread behind a loopback socket (what QEMU offers) or as a
+subprocess on pipes (what the host board offers): `python tests/test_device.py --serve [--model M] [--fault F]`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Simulator:
         self.input = bytearray(input_bytes)
         self.expected = 0
         self.output = bytes(output_bytes)
-        self.ticks = 0
+        self.ticks, self.runs = 0, 0
         self.commands = 0
         self.pending = bytearray()
         self.silent = False
@@ -111,15 +111,21 @@ class Simulator:
             if "die" in self.faults:
                 raise ConnectionAbortedError("simulated power loss")
             n, w = int(words[1]), int(words[2])
+            self.ticks, self.runs = (1000 + sum(self.input) % 97) * n, n
             self.output = self.compute(self.input)
+            if "clobber" in self.faults:
+                # an application that lets the backend reuse the input's memory and never restores it: every
+                # inference after the first runs on what the previous one left there (zeros, here)
+                self.input = bytearray(len(self.input))
+                if n + w > 1:
+                    self.output = self.compute(self.input)
             if "wrong" in self.faults:
                 self.output = bytes([(self.output[0] + 1) % 256]) + self.output[1:]
-            self.ticks = (1000 + sum(self.input) % 97) * n
             lines = [f"m-warmup-start-{w}", "m-warmup-done", f"m-infer-start-{n}", "m-lap-us-100",
                      f"m-lap-us-{100 + self.ticks}", "m-infer-done",
                      "m-results-[" + ",".join(str(v) for v in np.frombuffer(self.output, np.int8)) + "]"]
         elif command == "ek-ticks":
-            lines = [f"m-ek-ticks-{self.ticks}-1"]
+            lines = [f"m-ek-ticks-{self.ticks}-{self.runs}"]
         elif command == "ek-layers":
             lines = [f"m-ek-layer-{i}-{name}-{t + self.ticks % 7}" for i, (name, t) in enumerate(self.layers)]
         elif command == "ek-out":

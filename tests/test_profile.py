@@ -120,13 +120,13 @@ def test_garbage_and_split_lines_still_profile(kws, tmp_path):
 
 
 @pytest.mark.parametrize("fault, message", [
-    ("silence", "no answer from host program device.sh to 'infer 1 0' within 2 s"),
-    ("reset", "reset during 'infer 1 0'"),
+    ("silence", "no answer from host program device.sh to 'infer 1 1' within 2 s"),  # 1 s for each inference
+    ("reset", "reset during 'infer 1 1'"),
     ("die", "host program device.sh closed its output: it exited with status 3"),
 ])
 def test_misbehaving_device_is_one_clear_line(kws, tmp_path, fault, message):
     build = _fake_build(tmp_path / "b", kws, fault)
-    done, elapsed = _edgekit("profile", build, "--runs", 2, "--timeout", 2)
+    done, elapsed = _edgekit("profile", build, "--runs", 2, "--timeout", 1)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr
@@ -222,3 +222,49 @@ def test_digits_accuracy_on_the_emulated_board(digits_cnn, tmp_path):
     assert report["runs"] == 120 and report["max_abs_diff"] == 0 and report["deterministic"]
     assert report["accuracy"] == report["reference_accuracy"] > 0.9
     assert report["instructions"]["median"] > report["macs"] > 0
+
+
+def test_each_input_is_uploaded_once_and_run_n_times(kws, tmp_path):
+    """16 runs over 8 inputs: `infer 2 W` on each upload, the per-inference ticks recovered from ek-ticks' N."""
+    tin = load_tflite(kws).input_tensors()[0]
+    q = np.random.default_rng(5).integers(-128, 128, size=(8, *tin.shape[1:]), dtype=np.int8)
+    np.savez(tmp_path / "q.npz", x=q)
+    report = profile_build(_fake_build(tmp_path / "b", kws), data=tmp_path / "q.npz", runs=16)
+    assert report["runs"] == 16 and report["max_abs_diff"] == 0 and report["deterministic"]
+    ticks = [1000 + sum(x.tobytes()) % 97 for x in q]  # the simulator's time of one inference of each input
+    assert report["latency_us"] == {"min": min(ticks), "median": float(np.median(ticks)), "max": max(ticks)}
+    # a device whose uploaded input does not survive an inference is caught, not averaged away
+    broken = _fake_build(tmp_path / "c", kws, "clobber")
+    assert profile_build(broken, data=tmp_path / "q.npz", runs=16)["max_abs_diff"] > 0
+    once = profile_build(broken, data=tmp_path / "q.npz", runs=8)  # `infer 1 0` each, but the repeat differs
+    assert once["deterministic"] is False
+
+
+# -- the protocol on a real native build (host board) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ad", "kws"])
+def test_infer_with_warmups_runs_the_uploaded_input(int8_model_path, tmp_path, name):
+    """`infer 3 2` (MLPerf's runner: one upload, W + N inferences) ends on the reference output of that input,
+    whatever the backend did with the input's memory meanwhile; a second upload is honoured the same way."""
+    build = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet").build
+    pytest.importorskip("edgekit.codegen.native", reason="the native backend has not landed yet")
+    if shutil.which("gcc") is None:
+        pytest.skip("no host gcc")
+    from edgekit.flash import load_build, open_device
+
+    model = int8_model_path(name)
+    out = tmp_path / name
+    build(model, "host", out, quiet=True)
+    tin = load_tflite(model).input_tensors()[0]
+    inputs = np.random.default_rng(11).integers(-128, 128, size=(2, *tin.shape[1:]), dtype=np.int8)
+    reference = run_reference(model.read_bytes(), inputs)
+    with open_device(load_build(out)) as session:
+        device = session.device
+        for x, expected in zip(inputs, reference):
+            device.load_input(x.tobytes())
+            inference = device.infer(3, 2)
+            assert device.output() == expected.astype(np.int8).tobytes()
+            assert inference.results == [int(v) for v in expected.reshape(-1)]
+            assert device.ticks()[1] == 3
+        assert not np.array_equal(reference[0], reference[1])  # the two inputs are told apart
