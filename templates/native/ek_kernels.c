@@ -213,45 +213,38 @@ static inline uint32_t ek_load4(const int8_t *p) {
  * any block is plain. Both sides are sign-extended the same way (bytes 0,2 then 1,3), so SMLAD pairs match.
  */
 
-/* acc[k] += sum_i x[i] * row_k[i], i < n, for the four rows of an interleaved block. */
-static inline void ek_dot_block4(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
-  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+/* Four accumulators, passed by value so that they stay in registers. */
+typedef struct {
+  int32_t a0, a1, a2, a3;
+} ek_acc4_t;
+
+/* acc.ak += sum_i x[i] * row_k[i], i < n, for the four rows of an interleaved block. */
+static inline ek_acc4_t ek_dot_block4(const int8_t *x, const int8_t *w, int32_t n, ek_acc4_t acc) {
   int32_t i = 0, j;
 #if EK_SIMD
   for (; i + 4 <= n; i += 4, w += 16) {
     const uint32_t xv = ek_load4(x + i);
     const uint32_t xe = ek_sxtb16(xv), xo = ek_sxtb16_ror8(xv);
     uint32_t wv = ek_load4(w);
-    a0 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a0));
+    acc.a0 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a0));
     wv = ek_load4(w + 4);
-    a1 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a1));
+    acc.a1 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a1));
     wv = ek_load4(w + 8);
-    a2 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a2));
+    acc.a2 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a2));
     wv = ek_load4(w + 12);
-    a3 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), a3));
-  }
-#else
-  for (; i + 4 <= n; i += 4, w += 16) {
-    for (j = 0; j < 4; j++) {
-      const int32_t xv = x[i + j];
-      a0 += xv * w[j];
-      a1 += xv * w[4 + j];
-      a2 += xv * w[8 + j];
-      a3 += xv * w[12 + j];
-    }
+    acc.a3 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a3));
   }
 #endif
-  for (j = 0; i + j < n; j++) { /* the last group, zero-padded in the weights */
-    const int32_t xv = x[i + j];
-    a0 += xv * w[j];
-    a1 += xv * w[4 + j];
-    a2 += xv * w[8 + j];
-    a3 += xv * w[12 + j];
+  for (; i < n; i += 4, w += 16) { /* portable, or the last group (zero-padded in the weights) */
+    for (j = 0; j < 4 && i + j < n; j++) {
+      const int32_t xv = x[i + j];
+      acc.a0 += xv * w[j];
+      acc.a1 += xv * w[4 + j];
+      acc.a2 += xv * w[8 + j];
+      acc.a3 += xv * w[12 + j];
+    }
   }
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
+  return acc;
 }
 
 /* acc + sum_i x[i] * w[i], i < n, for a plain row. */
@@ -269,36 +262,48 @@ static inline int32_t ek_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int
   return acc;
 }
 
-/* out[k] for every row of a weight matrix over `rows` input segments of `len` inputs (len a multiple of 4 when
- * rows > 1), the segments `step` bytes apart: a 1x1 convolution, a window of whole rows, or a column. */
-static void ek_matvec_s8(const int8_t *x, int32_t rows, int32_t step, int32_t len, const int8_t *weights,
-                         int32_t n_padded, int32_t out_n, const int32_t *bias, const int32_t *mult,
-                         const int8_t *shift, int32_t per_channel, int32_t out_zp, int32_t act_min,
-                         int32_t act_max, int8_t *output) {
+/* How accumulators become int8 outputs: per-channel (or one) multiplier and shift, zero point, clamp. */
+typedef struct {
+  const int32_t *mult;
+  const int8_t *shift;
+  int32_t per_channel, out_zp, act_min, act_max;
+} ek_requant_t;
+
+static inline int8_t ek_requant_output(const ek_requant_t *q, int32_t channel, int32_t acc) {
+  const int32_t c = q->per_channel ? channel : 0;
+  return ek_output_s8(acc, q->mult[c], q->shift[c], q->out_zp, q->act_min, q->act_max);
+}
+
+static inline ek_acc4_t ek_bias4(const int32_t *bias) {
+  ek_acc4_t acc;
+  acc.a0 = bias[0];
+  acc.a1 = bias[1];
+  acc.a2 = bias[2];
+  acc.a3 = bias[3];
+  return acc;
+}
+
+/* Outputs channel .. channel + 3 from four accumulators. */
+static inline void ek_output4(const ek_requant_t *q, int32_t channel, ek_acc4_t acc, int8_t *output) {
+  output[0] = ek_requant_output(q, channel, acc.a0);
+  output[1] = ek_requant_output(q, channel + 1, acc.a1);
+  output[2] = ek_requant_output(q, channel + 2, acc.a2);
+  output[3] = ek_requant_output(q, channel + 3, acc.a3);
+}
+
+/* out[o] for every row o of a weight matrix (see ek_kernels.h) times the n inputs x: a fully connected layer,
+ * or one output pixel of a convolution (its window read in place or gathered into a column). */
+static void ek_matvec_s8(const int8_t *x, int32_t n, const int8_t *weights, int32_t n_padded, int32_t out_n,
+                         const int32_t *bias, const ek_requant_t *q, int8_t *output) {
   const int32_t full = out_n & ~3;
-  int32_t o, k, r;
+  int32_t o;
   for (o = 0; o < full; o += 4) {
     const int8_t *w = weights + o * n_padded;
-    int32_t acc[4];
-    for (k = 0; k < 4; k++) {
-      acc[k] = bias[o + k];
-    }
-    for (r = 0; r < rows; r++) {
-      ek_dot_block4(x + r * step, w + r * len * 4, len, acc);
-    }
-    for (k = 0; k < 4; k++) {
-      const int32_t c = per_channel ? o + k : 0;
-      output[o + k] = ek_output_s8(acc[k], mult[c], shift[c], out_zp, act_min, act_max);
-    }
+    ek_output4(q, o, ek_dot_block4(x, w, n, ek_bias4(bias + o)), output + o);
   }
   for (; o < out_n; o++) {
     const int8_t *w = weights + o * n_padded;
-    const int32_t c = per_channel ? o : 0;
-    int32_t acc = bias[o];
-    for (r = 0; r < rows; r++) {
-      acc = ek_dot_s8(x + r * step, w + r * len, len, acc);
-    }
-    output[o] = ek_output_s8(acc, mult[c], shift[c], out_zp, act_min, act_max);
+    output[o] = ek_requant_output(q, o, ek_dot_s8(x, w, n, bias[o]));
   }
 }
 
@@ -327,9 +332,11 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
   const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
   const int32_t k_h = p->k_h, k_w = p->k_w, dil_h = p->dil_h, dil_w = p->dil_w;
   const int32_t taps = k_h * k_w * in_c, n_padded = (taps + 3) & ~3;
-  const int32_t row_len = k_w * in_c, row_step = dil_h * in_w * in_c;
-  /* whole window rows are contiguous in the input and start on a weight group: no gathering inside */
-  const int32_t direct = (dil_w == 1 || k_w == 1) && (row_len % 4 == 0 || k_h == 1);
+  const int32_t row_len = k_w * in_c;
+  /* a window of one contiguous row (1x1, 1xK) is read in place; taller windows are gathered into one column,
+   * which costs less than a multiply-accumulate loop per window row */
+  const int32_t direct = k_h == 1 && (dil_w == 1 || k_w == 1);
+  const ek_requant_t q = {p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max};
   int32_t oy, ox, ky, kx, i;
   for (i = taps; i < n_padded; i++) {
     scratch[i] = 0; /* the weights are zero there too */
@@ -343,27 +350,26 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
       int32_t kx0, kx1;
       ek_window_range(ix0, k_w, dil_w, in_w, &kx0, &kx1);
       if (direct && ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w) {
-        ek_matvec_s8(input + (iy0 * in_w + ix0) * in_c, k_h, row_step, row_len, p->weights, n_padded, p->out_c,
-                     p->bias, p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max, output);
+        ek_matvec_s8(input + (iy0 * in_w + ix0) * in_c, row_len, p->weights, n_padded, p->out_c, p->bias, &q,
+                     output);
       } else {
         int8_t *col = scratch;
         for (ky = 0; ky < k_h; ky++) {
           const int32_t iy = iy0 + ky * dil_h;
           for (kx = 0; kx < k_w; kx++, col += in_c) {
-            if (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1) {
+            if (ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1) {
+              memset(col, p->in_zp, (size_t)in_c);
+            } else if (in_c >= 8) {
+              memcpy(col, input + (iy * in_w + ix0 + kx * dil_w) * in_c, (size_t)in_c);
+            } else {
               const int8_t *x = input + (iy * in_w + ix0 + kx * dil_w) * in_c;
               for (i = 0; i < in_c; i++) {
                 col[i] = x[i];
               }
-            } else {
-              for (i = 0; i < in_c; i++) {
-                col[i] = (int8_t)p->in_zp;
-              }
             }
           }
         }
-        ek_matvec_s8(scratch, 1, 0, n_padded, p->weights, n_padded, p->out_c, p->bias, p->mult, p->shift, 1,
-                     p->out_zp, p->act_min, p->act_max, output);
+        ek_matvec_s8(scratch, n_padded, p->weights, n_padded, p->out_c, p->bias, &q, output);
       }
       output += p->out_c;
     }
@@ -372,22 +378,21 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
 
 #if EK_SIMD
 /* Four channels (c..c+3) of one depthwise output pixel, depth multiplier 1: SMLABB/SMLATT keep channels apart. */
-static inline void ek_depthwise4(const int8_t *const *src, int32_t c, int32_t taps, const int8_t *w,
-                                 int32_t channels, int32_t *acc) {
-  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+static inline ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, int32_t taps, const int8_t *w,
+                                      int32_t channels, ek_acc4_t acc) {
   int32_t t;
+#if defined(__GNUC__)
+#pragma GCC unroll 9
+#endif
   for (t = 0; t < taps; t++, w += channels) {
     const uint32_t xv = ek_load4(src[t] + c), wv = ek_load4(w);
     const uint32_t xe = ek_sxtb16(xv), we = ek_sxtb16(wv), xo = ek_sxtb16_ror8(xv), wo = ek_sxtb16_ror8(wv);
-    a0 = ek_smlabb(xe, we, a0);
-    a2 = ek_smlatt(xe, we, a2);
-    a1 = ek_smlabb(xo, wo, a1);
-    a3 = ek_smlatt(xo, wo, a3);
+    acc.a0 = ek_smlabb(xe, we, acc.a0);
+    acc.a2 = ek_smlatt(xe, we, acc.a2);
+    acc.a1 = ek_smlabb(xo, wo, acc.a1);
+    acc.a3 = ek_smlatt(xo, wo, acc.a3);
   }
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
+  return acc;
 }
 #endif
 
@@ -397,6 +402,7 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
   const int32_t mult_c = p->depth_multiplier;
   /* scratch: in_c bytes of in_zp (what a tap outside the input reads), then one input pointer per tap */
   const int8_t **src = (const int8_t **)(void *)(scratch + ((in_c + 7) & ~7));
+  const ek_requant_t q = {p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max};
   int32_t oy, ox, ky, kx, t, c;
   for (c = 0; c < in_c; c++) {
     scratch[c] = (int8_t)p->in_zp;
@@ -420,19 +426,13 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
 #if EK_SIMD
       if (mult_c == 1) {
         for (; c + 4 <= out_c; c += 4) {
-          int32_t acc[4], k;
-          for (k = 0; k < 4; k++) {
-            acc[k] = p->bias[c + k];
-          }
+          ek_acc4_t acc = ek_bias4(p->bias + c);
           if (taps == 9) { /* 3x3: a loop the compiler unrolls */
-            ek_depthwise4(src, c, 9, p->weights + c, out_c, acc);
+            acc = ek_depthwise4(src, c, 9, p->weights + c, out_c, acc);
           } else {
-            ek_depthwise4(src, c, taps, p->weights + c, out_c, acc);
+            acc = ek_depthwise4(src, c, taps, p->weights + c, out_c, acc);
           }
-          for (k = 0; k < 4; k++) {
-            output[c + k] = ek_output_s8(acc[k], p->mult[c + k], p->shift[c + k], p->out_zp, p->act_min,
-                                         p->act_max);
-          }
+          ek_output4(&q, c, acc, output + c);
         }
       }
 #endif
@@ -443,7 +443,7 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
         for (t = 0; t < taps; t++, w += out_c) {
           acc += (int32_t)*w * src[t][ic];
         }
-        output[c] = ek_output_s8(acc, p->mult[c], p->shift[c], p->out_zp, p->act_min, p->act_max);
+        output[c] = ek_requant_output(&q, c, acc);
       }
       output += out_c;
     }
@@ -452,10 +452,10 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
 
 void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output) {
   const int32_t in_n = p->in_n, out_n = p->out_n;
+  const ek_requant_t q = {p->mult, p->shift, p->per_channel, p->out_zp, p->act_min, p->act_max};
   int32_t b;
   for (b = 0; b < p->batches; b++) {
-    ek_matvec_s8(input, 1, 0, in_n, p->weights, (in_n + 3) & ~3, out_n, p->bias, p->mult, p->shift,
-                 p->per_channel, p->out_zp, p->act_min, p->act_max, output);
+    ek_matvec_s8(input, in_n, p->weights, (in_n + 3) & ~3, out_n, p->bias, &q, output);
     input += in_n;
     output += out_n;
   }
