@@ -468,29 +468,40 @@ def _prepare_for_aeq(tflite_bytes: bytes) -> bytes:
     return _packed(model)
 
 
-def _aeq_quantizer(float_bytes: bytes, calibration):
-    from ai_edge_quantizer import quantizer, recipe
-
-    prepared = _prepare_for_aeq(float_bytes)
-    q = quantizer.Quantizer(prepared, recipe.static_wi8_ai8())
-    signature = _interpreter(prepared).get_signature_list()
-    key = next(iter(signature))
-    name = signature[key]["inputs"][0]
-    return q, key, name
-
-
 def _quantize_tflite(float_bytes: bytes, calibration) -> bytes:
+    """ai-edge-quantizer's static int8 recipe, calibrated on the true min/max over all samples.
+
+    Its default keeps a moving average (factor 0.95) of per-sample ranges, which mostly remembers the last
+    ~20 samples: on MLPerf's AD model that clipped activations to a fifth of their range (cosine 0.98 against
+    the float model where the TFLite converter's min/max gives 0.9999).
+    """
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+
     with _native_stderr_captured() as log:
         try:
-            q, key, name = _aeq_quantizer(float_bytes, calibration)
-            calibration_result = q.calibrate({key: [{name: sample[None]} for sample in calibration]})
-            result = q.quantize(calibration_result, enable_progress_bar=False, enable_progress_report=False)
+            prepared = _prepare_for_aeq(float_bytes)
+            signature = _interpreter(prepared).get_signature_list()
+            key = next(iter(signature))
+            name = signature[key]["inputs"][0]
+            manager = recipe_manager.RecipeManager()
+            manager.load_quantization_recipe(recipe.static_wi8_ai8())
+            calibration_run = calibrator.Calibrator(prepared, qsv_update_func=_min_max_update)
+            calibration_run.calibrate({key: [{name: sample[None]} for sample in calibration]}, manager)
+            q = quantizer.Quantizer(prepared, recipe.static_wi8_ai8())
+            result = q.quantize(calibration_run.get_model_qsvs(), enable_progress_bar=False,
+                                enable_progress_report=False)
         except EdgekitError:
             raise
         except Exception as error:
             detail = _converter_error(str(error) + "\n" + log.getvalue())
             raise EdgekitError(f"ai-edge-quantizer cannot quantize this model: {detail}") from None
     return _inline_buffers(bytes(result.quantized_model))
+
+
+def _min_max_update(qsv: dict, new: dict) -> dict:
+    if not qsv:
+        return new
+    return {**new, "min": np.minimum(qsv["min"], new["min"]), "max": np.maximum(qsv["max"], new["max"])}
 
 
 def _inline_buffers(tflite_bytes: bytes) -> bytes:
