@@ -363,7 +363,16 @@ def _boot_check(session: Session, started: float) -> dict:
     return result
 
 
-class QemuRunner(Runner):
+class ProgramRunner(Runner):
+    """A runner whose device is a program it starts (emulator, host program): flashing is booting it once and
+    checking that it answers."""
+
+    def flash(self, log=None):
+        started = time.monotonic()
+        return _boot_check(self.open_session(), started)
+
+
+class QemuRunner(ProgramRunner):
     """Boots the firmware in QEMU, its UART on a loopback socket that we create (no port race)."""
 
     name = "qemu"
@@ -392,9 +401,6 @@ class QemuRunner(Runner):
         # A paste-able form: QEMU listens on a fixed port (`--port socket://127.0.0.1:4444` to connect).
         return [self.qemu_command("socket,id=ser0,host=127.0.0.1,port=4444,server=on,wait=on,nodelay=on")]
 
-    def flash(self, log=None):
-        started = time.monotonic()
-        return _boot_check(self.open_session(), started)
 
     def open_session(self, boot_timeout: float = BOOT_TIMEOUT) -> Session:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -414,7 +420,7 @@ class QemuRunner(Runner):
             listener.close()
 
 
-class HostRunner(Runner):
+class HostRunner(ProgramRunner):
     """The host board: the compiled program itself, spoken to over its stdin/stdout."""
 
     name = "host"
@@ -432,9 +438,6 @@ class HostRunner(Runner):
     def commands(self):
         return [[str(self.program)]]
 
-    def flash(self, log=None):
-        started = time.monotonic()
-        return _boot_check(self.open_session(), started)
 
     def open_session(self, boot_timeout: float = BOOT_TIMEOUT) -> Session:
         def connect(process, log_path):

@@ -225,16 +225,23 @@ if __name__ == "__main__":
 # -- tests ---------------------------------------------------------------------------------------------------
 
 import subprocess  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import pytest  # noqa: E402
 
 from edgekit.device import Device, DeviceError, PipeTransport, SerialTransport  # noqa: E402
 
 
-def _connect(*faults, timeout=2.0, **kw):
+@contextmanager
+def connected(*faults, timeout=2.0, **kw):
+    """(simulator behind a socket, Device connected to it), both closed afterwards."""
     fake = SocketDevice(Simulator(faults=faults, **kw))
     device = Device(SerialTransport(fake.url), timeout=timeout)
-    return fake, device
+    try:
+        yield fake, device
+    finally:
+        device.close()
+        fake.close()
 
 
 def _round_trip(device: Device, sim: Simulator):
@@ -254,83 +261,60 @@ def _round_trip(device: Device, sim: Simulator):
     assert device.ticks() == (1000 + sum(data) % 97, 1)
     assert [name for _, name, _ in device.layers()] == ["FULLY_CONNECTED", "SOFTMAX"]
     assert device.output() == expected
+    device.infer(3, 2)  # MLPerf's way: one upload, warm-ups, N timed runs; ek-ticks covers the N
+    assert device.ticks() == (3 * (1000 + sum(data) % 97), 3) and device.output() == expected
 
 
 def test_round_trip_over_socket():
-    fake, device = _connect()
-    try:
+    with connected() as (fake, device):
         _round_trip(device, fake.sim)
         assert device.skipped_lines == 0
-    finally:
-        device.close()
-        fake.close()
 
 
 def test_garbage_and_split_lines_are_survived():
-    fake, device = _connect("garbage", "split", timeout=5.0)
-    try:
+    with connected("garbage", "split", timeout=5.0) as (fake, device):
         _round_trip(device, fake.sim)
         assert device.skipped_lines > 0
-    finally:
-        device.close()
-        fake.close()
 
 
 def test_uploads_wait_for_each_chunk():
     """A device that cannot buffer two commands: the client must wait for m-ready after every db chunk."""
-    fake, device = _connect("strict")
-    try:
+    with connected("strict") as (fake, device):
         device.sync()
         device.load_input(bytes(40), chunk=4)
         assert fake.sim.commands >= 11 and not fake.sim.overrun
-    finally:
-        device.close()
-        fake.close()
 
 
 def test_silent_device_times_out():
-    fake, device = _connect("silence", timeout=1.0)
-    try:
+    with connected("silence", timeout=1.0) as (fake, device):
         device.sync()
         device.load_input(bytes(40))
         started = time.monotonic()
         with pytest.raises(DeviceError, match="no answer .* 'infer 1 0' within 1 s"):
             device.infer(1, 0)
         assert time.monotonic() - started < 2.0
-    finally:
-        device.close()
-        fake.close()
 
 
 def test_reset_mid_run_is_reported():
-    fake, device = _connect("reset")
-    try:
+    with connected("reset") as (fake, device):
         device.sync()
         device.load_input(bytes(40))
         with pytest.raises(DeviceError, match="reset during 'infer 1 0'"):
             device.infer(1, 0)
-    finally:
-        device.close()
-        fake.close()
 
 
 def test_connection_lost_mid_run():
-    fake, device = _connect("die", timeout=10.0)
-    try:
+    with connected("die", timeout=10.0) as (fake, device):
         device.sync()
         device.load_input(bytes(40))
         started = time.monotonic()
         with pytest.raises(DeviceError, match="lost the connection"):
             device.infer(1, 0)
         assert time.monotonic() - started < 2.0
-    finally:
-        device.close()
-        fake.close()
 
 
 def test_device_errors_become_one_line():
-    fake, device = _connect()
-    try:
+    with connected() as (fake, device):
         device.sync()
         with pytest.raises(DeviceError, match="expected 40 bytes, got 12"):
             device.load_input(bytes(12))
@@ -338,9 +322,6 @@ def test_device_errors_become_one_line():
         assert lines == ["e-[unknown command: bogus]"]
         with pytest.raises(DeviceError, match="not a valid device command"):
             device.command("db " + "00" * 2000)
-    finally:
-        device.close()
-        fake.close()
 
 
 def test_wrong_port_fails_fast():
@@ -357,12 +338,11 @@ def test_wrong_port_fails_fast():
 
 
 def test_socket_close_is_instant():
-    fake, device = _connect()
-    device.sync()
-    started = time.monotonic()
-    device.close()
-    assert time.monotonic() - started < 0.1  # pyserial's own close sleeps 0.3 s
-    fake.close()
+    with connected() as (fake, device):
+        device.sync()
+        started = time.monotonic()
+        device.close()
+        assert time.monotonic() - started < 0.1  # pyserial's own close sleeps 0.3 s
 
 
 def _spawn(*faults):
@@ -486,12 +466,8 @@ def test_a_device_that_only_babbles_times_out():
 
 def test_sync_asks_again_when_the_first_command_is_lost():
     """A board reset by its flash tool may still be booting when `name` arrives: sync resends it."""
-    fake, device = _connect("deaf", "strict")
-    try:
+    with connected("deaf", "strict") as (fake, device):
         started = time.monotonic()
         device.sync(6.0)
         assert 1.5 < time.monotonic() - started < 4
         assert device.info().input_bytes == 40 and not fake.sim.overrun
-    finally:
-        device.close()
-        fake.close()

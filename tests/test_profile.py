@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekit.build import build as build_project
 from edgekit.errors import EdgekitError
+from edgekit.flash import load_build, open_device
 from edgekit.profile import profile_build
 from edgekit.reference import run_reference
 from edgekit.tflite_model import load_tflite
 
 SIMULATOR = Path(__file__).with_name("test_device.py")
+needs_qemu = pytest.mark.skipif(not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
+                                reason="qemu-system-arm / arm-none-eabi-gcc not installed")
 
 
 def _fake_build(folder: Path, model: Path, *faults) -> Path:
@@ -142,18 +146,14 @@ def test_wrong_port_is_one_clear_line(kws, tmp_path):
 # -- end to end: edgekit build (native backend) for mps2-an386, run in QEMU --------------------------------------
 
 
+@needs_qemu
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["kws", "ad"])
 def test_native_build_in_qemu_matches_the_reference(int8_model_path, tmp_path, name):
-    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
-        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
-    build_module = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet")
-    pytest.importorskip("edgekit.codegen.native", reason="the native backend has not landed yet")
     out = tmp_path / name
     done, _ = _edgekit("build", int8_model_path(name), "--board", "mps2-an386", "--backend", "native",
                        "-o", out, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert build_module is not None
     done, _ = _edgekit("profile", out, "--runs", 3, "--json", "--plot", tmp_path / "layers.png", timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -166,16 +166,14 @@ def test_native_build_in_qemu_matches_the_reference(int8_model_path, tmp_path, n
     assert sum(row["instructions"] for row in report["layers"]) <= ins["max"]
 
 
+@needs_qemu
 @pytest.mark.slow
 def test_qemu_killed_mid_profile(int8_model_path, tmp_path):
     """The emulator dies under a running `edgekit profile`: one clear line, promptly, and nothing left behind."""
-    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
-        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
-    build = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet").build
     from tests.test_flash import qemu_pids
 
     out = tmp_path / "ad"
-    build(int8_model_path("ad"), "mps2-an386", out, backend="native", quiet=True)
+    build_project(int8_model_path("ad"), "mps2-an386", out, backend="native", quiet=True)
     profile = subprocess.Popen([sys.executable, "-m", "edgekit", "profile", str(out), "--runs", "500"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -209,15 +207,13 @@ def test_human_report(kws, tmp_path):
         assert text in result.output
 
 
+@needs_qemu
 @pytest.mark.slow
 def test_digits_accuracy_on_the_emulated_board(digits_cnn, tmp_path):
     """A Keras model trained here, quantized and built for mps2-an386: the device classifies held-out digits
     exactly as TFLite Micro does, and the accuracy is counted from the labels in --data."""
-    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
-        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
-    build = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet").build
     out = tmp_path / "digits"
-    build(digits_cnn["keras_path"], "mps2-an386", out, data=digits_cnn["npz_path"], quiet=True)
+    build_project(digits_cnn["keras_path"], "mps2-an386", out, data=digits_cnn["npz_path"], quiet=True)
     report = profile_build(out, data=digits_cnn["npz_path"], runs=120)
     assert report["runs"] == 120 and report["max_abs_diff"] == 0 and report["deterministic"]
     assert report["accuracy"] == report["reference_accuracy"] > 0.9
@@ -247,15 +243,11 @@ def test_each_input_is_uploaded_once_and_run_n_times(kws, tmp_path):
 def test_infer_with_warmups_runs_the_uploaded_input(int8_model_path, tmp_path, name):
     """`infer 3 2` (MLPerf's runner: one upload, W + N inferences) ends on the reference output of that input,
     whatever the backend did with the input's memory meanwhile; a second upload is honoured the same way."""
-    build = pytest.importorskip("edgekit.build", reason="edgekit.build has not landed yet").build
-    pytest.importorskip("edgekit.codegen.native", reason="the native backend has not landed yet")
     if shutil.which("gcc") is None:
         pytest.skip("no host gcc")
-    from edgekit.flash import load_build, open_device
-
     model = int8_model_path(name)
     out = tmp_path / name
-    build(model, "host", out, quiet=True)
+    build_project(model, "host", out, quiet=True)
     tin = load_tflite(model).input_tensors()[0]
     inputs = np.random.default_rng(11).integers(-128, 128, size=(2, *tin.shape[1:]), dtype=np.int8)
     reference = run_reference(model.read_bytes(), inputs)
