@@ -242,5 +242,5 @@ def require_int8(graph: Graph) -> None:
         which = "input" if t.index in graph.inputs else "output"
         raise EdgekitError(
             f"{graph.name} has a {t.dtype} {which} '{t.name}'; expected a fully int8 model "
-            f"(run `edgekit quantize` on the float model first)"
+            f"(run `edgekit quantize` on it, or on the float model, first)"
         )
