@@ -186,6 +186,7 @@ class Runner:
     def __init__(self, board: Board, build: Build, args: RunnerArgs):
         self.board, self.build, self.args = board, build, args
         self.settings = board.flash
+        self.image_file: Path | None = None  # the image `flash` puts on the board (set by create)
 
     @classmethod
     def create(cls, board: Board, build: Build, args: RunnerArgs) -> "Runner":
@@ -220,7 +221,8 @@ class Runner:
         candidates += [path.with_suffix(suffix) for suffix in suffixes or () if suffix != path.suffix]
         found = next((candidate for candidate in candidates if candidate.exists()), None)
         if found is not None or self.args.dry_run:
-            return found or candidates[0]
+            self.image_file = found or candidates[0]
+            return self.image_file
         if build.firmware is None:
             hint = build.manifest.get("build_hint") or "the build commands of its README.md"
             raise EdgekitError(f"{build.dir} is not built yet (no {candidates[0].relative_to(build.dir)}); build it "
@@ -479,6 +481,7 @@ class EsptoolRunner(Runner):
                 (int(settings.get("partition_table_offset", 0x8000)), root / "partition_table" / "partition-table.bin"),
                 (int(settings.get("app_offset", 0x10000)), app),
             ]
+        runner.image_file = app
         if not args.dry_run:
             for _, path in runner.images:
                 if not path.is_file():
@@ -686,8 +689,10 @@ def flash_build(build_dir, port: str | None = None, runner: str | None = None, d
     build = load_build(build_dir)
     chosen = create_runner(build, runner, port, dry_run)
     commands = [shlex.join(c) for c in chosen.commands()]
+    image = chosen.image_file
     report = {"board": build.board.name, "runner": chosen.name, "dry_run": dry_run, "commands": commands,
-              "image_bytes": image_flash_bytes(build), "flash_bytes": build.board.flash_bytes}
+              "image": str(image) if image else None, "built": bool(image and image.exists()),
+              "image_bytes": image_flash_bytes(build, image), "flash_bytes": build.board.flash_bytes}
     if dry_run:
         return report
     report.update(chosen.flash(log))

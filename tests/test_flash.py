@@ -341,8 +341,14 @@ def test_dry_run_of_an_unbuilt_project_names_where_the_hand_build_puts_the_image
     assert "-m esptool --chip esp32 --port /dev/ttyUSB0" in command
     assert command.endswith(f"0x10000 {esp}/build/edgekit_kws_ref_model.bin")
     assert f"0x1000 {esp}/build/bootloader/bootloader.bin" in command
-    assert flash_build(nucleo, dry_run=True)["commands"] == [
-        f"pyocd flash --target stm32l4r5zitx {nucleo}/build/edgekit_kws_ref_model.elf"]
+    report = flash_build(nucleo, dry_run=True)
+    assert report["commands"] == [f"pyocd flash --target stm32l4r5zitx {nucleo}/build/edgekit_kws_ref_model.elf"]
+    assert report["built"] is False and report["image"] == f"{nucleo}/build/edgekit_kws_ref_model.elf"
+    assert "not built yet" not in done.stderr  # --json: one document, no notes
+    human = subprocess.run([sys.executable, "-m", "edgekit", "flash", str(nucleo), "--dry-run"], capture_output=True,
+                           text=True)
+    assert human.stdout.splitlines() == report["commands"]
+    assert f"note: {nucleo} is not built yet" in " ".join(human.stderr.split())
     assert flash_build(nucleo, runner="openocd", dry_run=True)["commands"] == [
         f"openocd -f board/st_nucleo_l4.cfg -c 'program {{{nucleo}/build/edgekit_kws_ref_model.elf}} verify "
         "reset exit'"]
@@ -381,7 +387,7 @@ def test_a_hand_built_image_is_found_without_a_rebuild(unbuilt_projects, tmp_pat
     volume.mkdir()
     monkeypatch.setattr(flash, "find_volume", lambda label: volume if label == "RPI-RP2" else None)
     report = flash_build(folder)
-    assert report["image_bytes"] == 40 * 256
+    assert report["built"] is True and report["image_bytes"] == 40 * 256
     assert (volume / "edgekit_kws_ref_model.uf2").read_bytes() == image
     # ESP-IDF: the offsets of its flasher_args.json, the app partition checked against the real .bin
     esp = tmp_path / "esp"

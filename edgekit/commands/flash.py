@@ -26,6 +26,9 @@ def command(build_dir, port, runner, dry_run, as_json):
         print_json(report)
         return
     if dry_run:
+        if not report["built"]:
+            info(f"note: {build_dir} is not built yet; the commands name the image {report['image']} that "
+                 "its build writes (see its README.md)")
         for line in report["commands"]:
             click.echo(line)
         return
