@@ -445,7 +445,8 @@ class HostRunner(ProgramRunner):
         def connect(process, log_path):
             return PipeTransport(process, f"host program {self.program.name}", log_path)
 
-        return _start_session([str(self.program)], "host", connect, boot_timeout, stdin=subprocess.PIPE,
+        # absolute: the program runs in its build folder, where a relative path would point elsewhere
+        return _start_session([str(self.program.resolve())], "host", connect, boot_timeout, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, cwd=self.build.dir)
 
 

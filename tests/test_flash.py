@@ -211,10 +211,11 @@ def test_elf_flash_bytes_match_arm_size(stub_builds):
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "host"])
-def test_flash_starts_checks_and_stops(stub_builds, board):
+def test_flash_starts_checks_and_stops(stub_builds, board, monkeypatch):
     build = stub_builds[board]
+    monkeypatch.chdir(build.parent)  # the build folder as people type it: a relative path
     started = time.monotonic()
-    result = CliRunner().invoke(cli, ["flash", str(build), "--json"])
+    result = CliRunner().invoke(cli, ["flash", build.name, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["booted"] and (report["input_bytes"], report["output_bytes"]) == (12, 4)
