@@ -292,7 +292,7 @@ def _render_esp_idf(root: Path, ctx: dict, graph, written: list[str]) -> str:
     # idf.py writes the app image, the bootloader, the partition table and the offsets of each
     # (flasher_args.json, which the esptool runner reads) into build/.
     name = ctx["project_name"]
-    return (f"idf.py set-target {target} build", f"build/{name}.bin",
+    return (f"idf.py set-target {target} && idf.py build", f"build/{name}.bin",
             {"flasher_args": "build/flasher_args.json"})
 
 
