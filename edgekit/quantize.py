@@ -4,6 +4,8 @@ A Keras model (or SavedModel) is traced with a batch of 1, frozen, and converted
 int8 weights (per channel), int8 activations, int8 input and output and only TFLITE_BUILTINS_INT8 operators. A
 float `.tflite` (no Keras source) goes through ai-edge-quantizer's static int8 recipe instead. Either way the
 result is checked to be fully int8, then float and int8 are compared on held-out data, per model and per layer.
+Already-converted `.tflite` files are taken too: int8 inside with float ends loses its boundary
+QUANTIZE/DEQUANTIZE ops (no calibration), int8 weights around float activations are dequantized and requantized.
 """
 
 from __future__ import annotations
@@ -142,8 +144,9 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
     model_or_path: a path (.keras, .h5, SavedModel folder, .tflite), a LoadedModel or a Keras model.
     dataset: a Dataset or a path for load_dataset. It may be None for a .tflite that is int8 inside with float
     ends: that one only loses its boundary QUANTIZE/DEQUANTIZE ops (then data only adds the float/int8 report).
+    A weight-only quantized .tflite (int8 weights, float activations) gets float weights back, then is quantized.
     """
-    from edgekit.console import info
+    from edgekit.console import info, progress
 
     if calibration_samples < 1:
         raise EdgekitError(f"--calibration-samples is {calibration_samples}; expected at least 1")
@@ -162,8 +165,6 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
     data = _dataset_for(loaded, dataset)
     calibration = representative_subset(data.x_train, calibration_samples)
     x_test, y_test = _eval_subset(data.x_test, data.y_test, eval_samples)
-
-    from edgekit.console import progress
 
     with progress(quiet) as bar:
         task = bar.add_task("quantizing", total=4)
