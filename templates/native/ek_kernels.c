@@ -142,18 +142,23 @@ static int32_t ek_one_minus_x_over_one_plus_x(int32_t a) {
 }
 
 /* ------------------------------------------------------------------------------------------------------------
- * Requantization of accumulators (convolutions, fully connected): the multiplier is never negative, so the
- * doubling high multiply cannot saturate, and (a * b + 2^30) >> 31 on the 64-bit product equals gemmlowp's
- * nudge-and-truncate for both signs. The same result as ek_requantize in fewer instructions.
+ * Requantization of accumulators (convolutions, fully connected), the same result as ek_requantize in fewer
+ * instructions. The multiplier is never negative, so the doubling high multiply cannot saturate and equals
+ * floor((P) / 2^31) with P = acc * mult + 2^30 (gemmlowp's nudge-and-truncate, for both signs). For a right
+ * shift e >= 1 the second rounding, floor((v + 2^(e-1) - [v < 0]) / 2^e), folds into the same 64-bit sum:
+ * floor((floor(P / 2^31) + c) / 2^e) = floor((P + c * 2^31) / 2^(31 + e)), and [v < 0] may be read as
+ * [acc < 0] (where they differ, both give 0). One multiply-accumulate and one shift of the high word.
  */
 
 static inline int32_t ek_requantize_acc(int32_t acc, int32_t mult, int32_t shift) {
-  int32_t v;
-  if (shift > 0) {
-    acc = (int32_t)((uint32_t)acc << shift);
+  if (shift < 0) {
+    const int e = -shift;
+    const int32_t c = (int32_t)(1u << (e - 1)) - (acc < 0 ? 1 : 0); /* 2^(e-1) - [acc < 0] */
+    const int64_t nudge = (int64_t)c * ((int64_t)1 << 31) + ((int64_t)1 << 30);
+    return (int32_t)(((int64_t)acc * mult + nudge) >> 32) >> (e - 1);
   }
-  v = (int32_t)(((int64_t)acc * mult + ((int64_t)1 << 30)) >> 31);
-  return shift < 0 ? ek_rdbpot(v, -shift) : v;
+  acc = (int32_t)((uint32_t)acc << shift);
+  return (int32_t)(((int64_t)acc * mult + ((int64_t)1 << 30)) >> 31);
 }
 
 static inline int8_t ek_output_s8(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t act_min,
