@@ -227,7 +227,7 @@ class Runner:
             hint = build.manifest.get("build_hint") or "the build commands of its README.md"
             raise EdgekitError(f"{build.dir} is not built yet (no {candidates[0].relative_to(build.dir)}); build it "
                                f"first: {hint} (in {build.dir}, see its README.md)")
-        if path.suffix not in (suffixes or (path.suffix,)):
+        if suffixes and path.suffix not in suffixes:
             raise EdgekitError(f"runner {self.name} needs a {' or '.join(suffixes)} image next to {path.name}; "
                                f"none in {path.parent}")
         raise EdgekitError(f"firmware {path} not found; rebuild with edgekit build")
@@ -331,9 +331,9 @@ def _start_session(command: list[str], kind: str, connect, boot_timeout: float, 
     in a temporary log, connect with `connect(process, log_path) -> Transport` and wait until it answers.
     Nothing outlives a failure: the process is stopped and the log removed."""
     fd, log_path = tempfile.mkstemp(prefix=f"edgekit-{kind}-", suffix=".log")
+    stdout = fd if log_stdout else popen.pop("stdout", None)
     try:
-        process = subprocess.Popen(command, stderr=fd, **({"stdout": fd} if log_stdout else {}),
-                                   preexec_fn=_die_with_parent(), **popen)
+        process = subprocess.Popen(command, stdout=stdout, stderr=fd, preexec_fn=_die_with_parent(), **popen)
     except OSError as error:
         os.unlink(log_path)
         raise EdgekitError(f"cannot start {command[0]}: {error}") from None
