@@ -127,3 +127,14 @@ def test_keras_model_is_quantized_then_built(digits_cnn, tmp_path):
     assert (sketch / f"{sketch.name}.ino").is_file()
     with pytest.raises(UsageError, match="--data"):
         build(digits_cnn["keras_path"], "esp32", tmp_path / "nodata")
+
+
+def test_an_uncompiled_project_says_how_to_build_and_flash_it(int8_model_path, tmp_path):
+    out = tmp_path / "pico"
+    done = subprocess.run([sys.executable, "-m", "edgekit", "build", str(int8_model_path("ad")), "--board",
+                           "rpi-pico", "-o", str(out), "--no-compile"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "edgekit-build.json").read_text())
+    assert manifest["firmware"] is None and manifest["expected_firmware"] == "build/edgekit_ad01_int8.uf2"
+    note = " ".join(done.stderr.split())
+    assert f"`edgekit flash {out}` puts build/edgekit_ad01_int8.uf2 on the board" in note

@@ -66,6 +66,9 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
                   + (" (external RAM)" if manifest.get("arena_in_psram") else ""), highlight=False)
     if not manifest.get("firmware") and not no_compile:
         info(f"not compiled: {result['stages'][-1].get('skipped', '')}")
+    if not manifest.get("firmware") and manifest.get("expected_firmware"):
+        info(f"after that build, `edgekit flash {result['folder']}` puts {manifest['expected_firmware']} on the board "
+             "(--dry-run prints the commands)")
     if result.get("flash"):
         console.print(f"flashed with {result['flash'].get('runner')}", highlight=False)
     if result.get("profile"):
