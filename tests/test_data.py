@@ -91,3 +91,19 @@ def test_wrong_dtype_and_bad_files(tmp_path):
         load_dataset(tmp_path / "junk.npy")
     with pytest.raises(EdgekitError, match="not found"):
         load_dataset(tmp_path / "absent.npz")
+
+
+def test_all_samples_pairs_every_sample_with_its_label_once(digits):
+    """Evaluation without calibration uses train and test together, labels still aligned; tiny sets once."""
+    from edgekit.data import from_arrays
+
+    x, y = digits[0][:60], digits[1][:60]
+    data = from_arrays(x, y)
+    every_x, every_y = data.all_samples()
+    assert len(every_x) == len(x) == len(every_y)
+    order = np.lexsort(every_x.reshape(len(every_x), -1).T)
+    expected = np.lexsort(x.reshape(len(x), -1).T)
+    np.testing.assert_array_equal(every_x[order], x[expected])
+    np.testing.assert_array_equal(every_y[order], y[expected])
+    tiny_x, tiny_y = from_arrays(x[:3], y[:3]).all_samples()  # under 5 samples: train and test are the same
+    assert len(tiny_x) == 3 and list(tiny_y) == list(y[:3])
