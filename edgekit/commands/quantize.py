@@ -28,7 +28,8 @@ def command(model, data, output, calibration_samples, eval_samples, plot, as_jso
 
     int8 weights per channel, int8 activations, int8 input and output, batch fixed to 1. The report compares the
     float and int8 models on held-out data and names the layers that lose the most. A .tflite that is int8 inside
-    with float input/output (QUANTIZE/DEQUANTIZE at its ends) only loses those ops; no calibration needed.
+    with float input/output (QUANTIZE/DEQUANTIZE at its ends) only loses those ops; no calibration needed. One
+    with int8 weights but float activations (weight-only) gets float weights back, then is quantized.
     """
     from edgekit.fileio import atomic_write_bytes
     from edgekit.quantize import quantize
