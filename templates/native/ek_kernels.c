@@ -227,6 +227,9 @@ typedef struct {
 static inline ek_acc4_t ek_dot_block4(const int8_t *x, const int8_t *w, int32_t n, ek_acc4_t acc) {
   int32_t i = 0, j;
 #if EK_SIMD
+#if defined(__GNUC__)
+  w = (const int8_t *)__builtin_assume_aligned(w, 4); /* the generator aligns weight blocks: LDRD pairs */
+#endif
   for (; i + 4 <= n; i += 4, w += 16) {
     const uint32_t xv = ek_load4(x + i);
     const uint32_t xe = ek_sxtb16(xv), xo = ek_sxtb16_ror8(xv);
@@ -290,16 +293,19 @@ static inline ek_acc4_t ek_bias4(const int32_t *bias) {
 
 /* Outputs channel .. channel + 3 from four accumulators. */
 static inline void ek_output4(const ek_requant_t *q, int32_t channel, ek_acc4_t acc, int8_t *output) {
-  output[0] = ek_requant_output(q, channel, acc.a0);
-  output[1] = ek_requant_output(q, channel + 1, acc.a1);
-  output[2] = ek_requant_output(q, channel + 2, acc.a2);
-  output[3] = ek_requant_output(q, channel + 3, acc.a3);
+  const int8_t v0 = ek_requant_output(q, channel, acc.a0), v1 = ek_requant_output(q, channel + 1, acc.a1);
+  const int8_t v2 = ek_requant_output(q, channel + 2, acc.a2), v3 = ek_requant_output(q, channel + 3, acc.a3);
+  output[0] = v0; /* stores after every load: an int8 store may alias anything the compiler cannot see */
+  output[1] = v1;
+  output[2] = v2;
+  output[3] = v3;
 }
 
 /* out[o] for every row o of a weight matrix (see ek_kernels.h) times the n inputs x: a fully connected layer,
  * or one output pixel of a convolution (its window read in place or gathered into a column). */
 static void ek_matvec_s8(const int8_t *x, int32_t n, const int8_t *weights, int32_t n_padded, int32_t out_n,
-                         const int32_t *bias, const ek_requant_t *q, int8_t *output) {
+                         const int32_t *bias, const ek_requant_t *requant, int8_t *output) {
+  const ek_requant_t local = *requant, *q = &local; /* a copy in registers: output stores cannot alias it */
   const int32_t full = out_n & ~3;
   int32_t o;
   for (o = 0; o < full; o += 4) {
