@@ -534,6 +534,10 @@ class ToolRunner(Runner):
         runner.check_size(image_flash_bytes(build, runner.image))
         return runner
 
+    def bin_address(self) -> str | None:
+        """Where a raw .bin goes (the board's flash_base); ELF and HEX images carry their own addresses."""
+        return hex(int(self.settings.get("flash_base", 0))) if self.image.suffix == ".bin" else None
+
 
 class PyocdRunner(ToolRunner):
     """STM32 and nRF boards through a CMSIS-DAP/ST-Link probe."""
@@ -546,8 +550,8 @@ class PyocdRunner(ToolRunner):
 
     def commands(self):
         command = ["pyocd", "flash", "--target", str(self.settings["pyocd_target"])]
-        if self.image.suffix == ".bin":
-            command += ["--base-address", hex(int(self.settings.get("flash_base", 0)))]
+        if self.bin_address():
+            command += ["--base-address", self.bin_address()]
         return [command + [str(self.image)]]
 
 
@@ -569,7 +573,7 @@ class OpenocdRunner(ToolRunner):
         return runner
 
     def commands(self):
-        address = f" {hex(int(self.settings.get('flash_base', 0)))}" if self.image.suffix == ".bin" else ""
+        address = f" {self.bin_address()}" if self.bin_address() else ""
         program = f"program {{{self.image}}}{address} verify reset exit"
         return [["openocd", "-f", str(self.settings["openocd_config"]), "-c", program]]
 

@@ -93,6 +93,8 @@ def test_probe_runners_dry_run(tmp_path):
         f"openocd -f board/st_nucleo_l4.cfg -c 'program {{{build}/build/app.elf}} verify reset exit'"]
     binary = _manifest(tmp_path / "bin", "nucleo-l4r5zi", firmware="build/app.bin")
     assert "--base-address 0x8000000" in flash_build(binary, dry_run=True)["commands"][0]
+    assert flash_build(binary, runner="openocd", dry_run=True)["commands"][0].endswith(
+        f"'program {{{binary}/build/app.bin}} 0x8000000 verify reset exit'")
     nano = _manifest(tmp_path / "a", "arduino-nano33ble", firmware="build/sketch.ino.bin")
     assert flash_build(nano, port="/dev/ttyACM0", dry_run=True)["commands"] == [
         f"arduino-cli upload --port /dev/ttyACM0 --fqbn arduino:mbed_nano:nano33ble --input-file "
