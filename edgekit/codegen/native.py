@@ -286,7 +286,7 @@ class _Lowering:
             scratch = _align8(in_c) + 8 * k_h * k_w  # an in_zp row, then one pointer per tap
         else:
             folded = bias - in_zp * weights.reshape(out_c, -1).sum(axis=1)
-            scratch = _padded4(k_h * k_w * in_c)  # one gathered window
+            scratch = 6 * _padded4(k_h * k_w * in_c)  # two gathered windows, then both sign-extended
             weights = weight_blocks(weights.reshape(out_c, -1))
         filter_scales = np.broadcast_to(w_t.scale.astype(np.float64), (out_c,))
         mult, shift = zip(*(quantize_multiplier(float(in_scale) * float(fs) / float(out_scale)) for fs in filter_scales))

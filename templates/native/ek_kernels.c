@@ -339,50 +339,151 @@ static void ek_window_range(int32_t origin, int32_t kernel, int32_t dilation, in
   *last = k1;
 }
 
-void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
-  const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
-  const int32_t k_h = p->k_h, k_w = p->k_w, dil_h = p->dil_h, dil_w = p->dil_w;
-  const int32_t taps = k_h * k_w * in_c, n_padded = (taps + 3) & ~3;
-  const int32_t row_len = k_w * in_c;
+/* The int8 inputs of one output pixel, n of them: in place for a contiguous window inside the input, else
+ * gathered into col (in_zp where the window leaves the input; col's zero tail stays as it was set). */
+static const int8_t *ek_conv_column(const ek_conv_params_t *p, const int8_t *input, int32_t iy0, int32_t ky0,
+                                    int32_t ky1, int32_t ox, int8_t *col, int32_t *n) {
+  const int32_t in_w = p->in_w, in_c = p->in_c, k_h = p->k_h, k_w = p->k_w;
+  const int32_t ix0 = ox * p->stride_w - p->pad_left;
+  int32_t kx0, kx1, ky, kx, i;
+  int8_t *dst = col;
+  ek_window_range(ix0, k_w, p->dil_w, in_w, &kx0, &kx1);
   /* a window of one contiguous row (1x1, 1xK) is read in place; taller windows are gathered into one column,
    * which costs less than a multiply-accumulate loop per window row */
-  const int32_t direct = k_h == 1 && (dil_w == 1 || k_w == 1);
+  if (k_h == 1 && (p->dil_w == 1 || k_w == 1) && ky0 == 0 && ky1 == 1 && kx0 == 0 && kx1 == k_w) {
+    *n = k_w * in_c;
+    return input + (iy0 * in_w + ix0) * in_c;
+  }
+  for (ky = 0; ky < k_h; ky++) {
+    const int32_t iy = iy0 + ky * p->dil_h;
+    for (kx = 0; kx < k_w; kx++, dst += in_c) {
+      if (ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1) {
+        memset(dst, p->in_zp, (size_t)in_c);
+      } else if (in_c >= 8) {
+        memcpy(dst, input + (iy * in_w + ix0 + kx * p->dil_w) * in_c, (size_t)in_c);
+      } else {
+        const int8_t *x = input + (iy * in_w + ix0 + kx * p->dil_w) * in_c;
+        for (i = 0; i < in_c; i++) {
+          dst[i] = x[i];
+        }
+      }
+    }
+  }
+  *n = (k_h * k_w * in_c + 3) & ~3;
+  return col;
+}
+
+#if EK_SIMD
+/* Two pixels' inputs, sign-extended once into int16 pairs: per group of four, pixel 0's (x0, x2) and (x1, x3),
+ * then pixel 1's, so that every weight word loaded serves both pixels. */
+static void ek_extend2(const int8_t *x0, const int8_t *x1, int32_t n, uint32_t *out) {
+  int32_t i, j;
+  for (i = 0; i < n; i += 4, out += 4) {
+    uint32_t v0, v1;
+    if (i + 4 <= n) {
+      v0 = ek_load4(x0 + i);
+      v1 = ek_load4(x1 + i);
+    } else { /* the last group: zeros past n (the weights are zero there too) */
+      v0 = v1 = 0;
+      for (j = 0; i + j < n; j++) {
+        v0 |= (uint32_t)(uint8_t)x0[i + j] << (8 * j);
+        v1 |= (uint32_t)(uint8_t)x1[i + j] << (8 * j);
+      }
+    }
+    out[0] = ek_sxtb16(v0);
+    out[1] = ek_sxtb16_ror8(v0);
+    out[2] = ek_sxtb16(v1);
+    out[3] = ek_sxtb16_ror8(v1);
+  }
+}
+
+/* Rows r and r + 1 of an interleaved block (w points at row r's first word) times two extended pixels:
+ * a0 = (pixel 0, row r), a1 = (pixel 1, row r), a2 = (pixel 0, row r + 1), a3 = (pixel 1, row r + 1). */
+static inline ek_acc4_t ek_dot2x2(const uint32_t *x, const int8_t *w, int32_t groups, ek_acc4_t acc) {
+  const uint32_t *const end = x + 4 * groups;
+#if defined(__GNUC__)
+  w = (const int8_t *)__builtin_assume_aligned(w, 4);
+#endif
+  for (; x < end; x += 4, w += 16) {
+    const uint32_t wa = ek_load4(w), wb = ek_load4(w + 4);
+    const uint32_t ae = ek_sxtb16(wa), ao = ek_sxtb16_ror8(wa), be = ek_sxtb16(wb), bo = ek_sxtb16_ror8(wb);
+    acc.a0 = ek_smlad(x[1], ao, ek_smlad(x[0], ae, acc.a0));
+    acc.a1 = ek_smlad(x[3], ao, ek_smlad(x[2], ae, acc.a1));
+    acc.a2 = ek_smlad(x[1], bo, ek_smlad(x[0], be, acc.a2));
+    acc.a3 = ek_smlad(x[3], bo, ek_smlad(x[2], be, acc.a3));
+  }
+  return acc;
+}
+
+static inline ek_acc4_t ek_bias2x2(const int32_t *bias) {
+  ek_acc4_t acc;
+  acc.a0 = acc.a1 = bias[0];
+  acc.a2 = acc.a3 = bias[1];
+  return acc;
+}
+
+/* Two output pixels of a convolution. The int8 inputs (x0, x1, n each) are read before any output is written
+ * (rows outside the blocks first, then the blocks from the extended copy), as the in-place planner expects. */
+static void ek_matvec2_s8(const int8_t *x0, const int8_t *x1, int32_t n, const int8_t *weights, int32_t n_padded,
+                          int32_t out_n, const int32_t *bias, const ek_requant_t *requant, uint32_t *extended,
+                          int8_t *out0, int8_t *out1) {
+  const ek_requant_t local = *requant, *q = &local;
+  const int32_t full = out_n & ~3, groups = (n + 3) / 4;
+  int32_t o;
+  ek_extend2(x0, x1, n, extended);
+  for (o = full; o < out_n; o++) {
+    const int8_t *w = weights + o * n_padded;
+    const int32_t a0 = ek_dot_s8(x0, w, n, bias[o]), a1 = ek_dot_s8(x1, w, n, bias[o]);
+    out0[o] = ek_requant_output(q, o, a0);
+    out1[o] = ek_requant_output(q, o, a1);
+  }
+  for (o = 0; o < full; o += 4) {
+    const int8_t *w = weights + o * n_padded;
+    const ek_acc4_t lo = ek_dot2x2(extended, w, groups, ek_bias2x2(bias + o));
+    const ek_acc4_t hi = ek_dot2x2(extended, w + 8, groups, ek_bias2x2(bias + o + 2));
+    ek_acc4_t p0, p1;
+    p0.a0 = lo.a0;
+    p0.a1 = lo.a2;
+    p0.a2 = hi.a0;
+    p0.a3 = hi.a2;
+    p1.a0 = lo.a1;
+    p1.a1 = lo.a3;
+    p1.a2 = hi.a1;
+    p1.a3 = hi.a3;
+    ek_output4(q, o, p0, out0 + o);
+    ek_output4(q, o, p1, out1 + o);
+  }
+}
+#endif
+
+void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
+  const int32_t out_c = p->out_c;
+  const int32_t taps = p->k_h * p->k_w * p->in_c, n_padded = (taps + 3) & ~3;
   const ek_requant_t q = {p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max};
-  int32_t oy, ox, ky, kx, i;
+  int8_t *col0 = scratch, *col1 = scratch + n_padded;
+  int32_t oy, ox, i, n0;
   for (i = taps; i < n_padded; i++) {
-    scratch[i] = 0; /* the weights are zero there too */
+    col0[i] = col1[i] = 0; /* the weights are zero there too */
   }
   for (oy = 0; oy < p->out_h; oy++) {
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
     int32_t ky0, ky1;
-    ek_window_range(iy0, k_h, dil_h, in_h, &ky0, &ky1);
-    for (ox = 0; ox < p->out_w; ox++) {
-      const int32_t ix0 = ox * p->stride_w - p->pad_left;
-      int32_t kx0, kx1;
-      ek_window_range(ix0, k_w, dil_w, in_w, &kx0, &kx1);
-      if (direct && ky0 == 0 && ky1 == k_h && kx0 == 0 && kx1 == k_w) {
-        ek_matvec_s8(input + (iy0 * in_w + ix0) * in_c, row_len, p->weights, n_padded, p->out_c, p->bias, &q,
-                     output);
-      } else {
-        int8_t *col = scratch;
-        for (ky = 0; ky < k_h; ky++) {
-          const int32_t iy = iy0 + ky * dil_h;
-          for (kx = 0; kx < k_w; kx++, col += in_c) {
-            if (ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1) {
-              memset(col, p->in_zp, (size_t)in_c);
-            } else if (in_c >= 8) {
-              memcpy(col, input + (iy * in_w + ix0 + kx * dil_w) * in_c, (size_t)in_c);
-            } else {
-              const int8_t *x = input + (iy * in_w + ix0 + kx * dil_w) * in_c;
-              for (i = 0; i < in_c; i++) {
-                col[i] = x[i];
-              }
-            }
-          }
-        }
-        ek_matvec_s8(scratch, n_padded, p->weights, n_padded, p->out_c, p->bias, &q, output);
+    ek_window_range(iy0, p->k_h, p->dil_h, p->in_h, &ky0, &ky1);
+    for (ox = 0; ox < p->out_w; ox++, output += out_c) {
+      const int8_t *x0 = ek_conv_column(p, input, iy0, ky0, ky1, ox, col0, &n0);
+#if EK_SIMD
+      if (ox + 1 < p->out_w && out_c >= 4) {
+        int32_t n1;
+        const int8_t *x1 = ek_conv_column(p, input, iy0, ky0, ky1, ox + 1, col1, &n1);
+        /* a gathered column only adds zero products past the taps: the shorter length serves both */
+        ek_matvec2_s8(x0, x1, n0 < n1 ? n0 : n1, p->weights, n_padded, out_c, p->bias, &q,
+                      (uint32_t *)(void *)(scratch + 2 * n_padded), output, output + out_c);
+        ox++;
+        output += out_c;
+        continue;
       }
-      output += p->out_c;
+#endif
+      ek_matvec_s8(x0, n0, p->weights, n_padded, out_c, p->bias, &q, output);
     }
   }
 }
