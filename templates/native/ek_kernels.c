@@ -151,6 +151,13 @@ static int32_t ek_one_minus_x_over_one_plus_x(int32_t a) {
  */
 
 static inline int32_t ek_requantize_acc(int32_t acc, int32_t mult, int32_t shift) {
+  if (shift < -1) { /* the usual case, nudge built word by word: c * 2^31 + 2^30 with c = 2^(e-1) - [acc < 0] */
+    const int e = -shift;
+    const uint32_t lo = 0x40000000u | ((uint32_t)acc & 0x80000000u);
+    const int32_t hi = (int32_t)(1u << (e - 2)) - (acc < 0 ? 1 : 0);
+    const int64_t nudge = (int64_t)(((uint64_t)(uint32_t)hi << 32) | lo);
+    return (int32_t)(((int64_t)acc * mult + nudge) >> 32) >> (e - 1);
+  }
   if (shift < 0) {
     const int e = -shift;
     const int32_t c = (int32_t)(1u << (e - 1)) - (acc < 0 ? 1 : 0); /* 2^(e-1) - [acc < 0] */
@@ -494,7 +501,7 @@ static inline ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, int32
                                       int32_t channels, ek_acc4_t acc) {
   int32_t t;
 #if defined(__GNUC__)
-#pragma GCC unroll 9
+#pragma GCC unroll 3
 #endif
   for (t = 0; t < taps; t++, w += channels) {
     const uint32_t xv = ek_load4(src[t] + c), wv = ek_load4(w);
