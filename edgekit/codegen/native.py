@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partialmethod
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,11 @@ class _Lowering:
         self.weight_bytes += int(values.size) * np.dtype(dtype).itemsize
         return name
 
+    def call(self, layer: _Layer, kernel: str, op: Operator, *extra: str) -> None:
+        """kernel(&lN_params, input, output, extra...): the call of a kernel that takes a parameter struct."""
+        args = [f"&l{layer.index}_params", self.ptr(op.inputs[0], layer), self.ptr(op.outputs[0], layer), *extra]
+        layer.calls.append(f"{kernel}({', '.join(args)});")
+
     def quant(self, tensor: int) -> tuple[float, int]:
         t = self.graph.tensors[tensor]
         if not t.is_quantized:
@@ -307,15 +313,11 @@ class _Lowering:
             ("act_min", lo), ("act_max", hi), ("weights", w_name), ("bias", b_name), ("mult", m_name),
             ("shift", s_name),
         ]
-        kernel = "ek_depthwise_conv2d_s8" if depthwise else "ek_conv2d_s8"
-        layer.calls.append(f"{kernel}(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)}, EK_TENSOR(int8_t, {self.scratch_offset}));")
+        self.call(layer, "ek_depthwise_conv2d_s8" if depthwise else "ek_conv2d_s8", op,
+                  f"EK_TENSOR(int8_t, {self.scratch_offset})")
 
-    def _conv_2d(self, op, layer):
-        self._conv(op, layer, depthwise=False)
-
-    def _depthwise_conv_2d(self, op, layer):
-        self._conv(op, layer, depthwise=True)
+    _conv_2d = partialmethod(_conv, depthwise=False)
+    _depthwise_conv_2d = partialmethod(_conv, depthwise=True)
 
     def _bias(self, op: Operator, n: int) -> np.ndarray:
         if len(op.inputs) > 2 and op.inputs[2] >= 0:
@@ -345,8 +347,7 @@ class _Lowering:
             ("mult", self.array(layer, "mult", np.array(mult), "int32")),
             ("shift", self.array(layer, "shift", np.array(shift), "int8")),
         ]
-        layer.calls.append(f"ek_fully_connected_s8(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)});")
+        self.call(layer, "ek_fully_connected_s8", op)
 
     def _pool(self, op, layer, kernel):
         t = self.graph.tensors
@@ -362,14 +363,10 @@ class _Lowering:
             ("stride_h", op.options.get("stride_h", 1)), ("stride_w", op.options.get("stride_w", 1)),
             ("pad_top", pad_top), ("pad_left", pad_left), ("act_min", lo), ("act_max", hi),
         ]
-        layer.calls.append(f"{kernel}(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)});")
+        self.call(layer, kernel, op)
 
-    def _average_pool_2d(self, op, layer):
-        self._pool(op, layer, "ek_avg_pool_s8")
-
-    def _max_pool_2d(self, op, layer):
-        self._pool(op, layer, "ek_max_pool_s8")
+    _average_pool_2d = partialmethod(_pool, kernel="ek_avg_pool_s8")
+    _max_pool_2d = partialmethod(_pool, kernel="ek_max_pool_s8")
 
     def _binary(self, op, layer, kind: str):
         t = self.graph.tensors
@@ -404,11 +401,8 @@ class _Lowering:
         layer.calls.append(f"ek_{kind}_s8(&l{layer.index}_params, {self.ptr(a, layer)}, {self.ptr(b, layer)}, "
                            f"{self.ptr(y, layer)});")
 
-    def _add(self, op, layer):
-        self._binary(op, layer, "add")
-
-    def _mul(self, op, layer):
-        self._binary(op, layer, "mul")
+    _add = partialmethod(_binary, kind="add")
+    _mul = partialmethod(_binary, kind="mul")
 
     def _softmax(self, op, layer):
         x = self.graph.tensors[op.inputs[0]]
@@ -421,8 +415,7 @@ class _Lowering:
         layer.struct = "ek_softmax_params_t"
         layer.fields = [("rows", x.size // depth), ("depth", depth), ("input_mult", mult),
                         ("input_left_shift", left_shift), ("diff_min", diff_min)]
-        layer.calls.append(f"ek_softmax_s8(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)});")
+        self.call(layer, "ek_softmax_s8", op)
 
     def _activation(self, op, layer, kernel):
         x = self.graph.tensors[op.inputs[0]]
@@ -433,14 +426,10 @@ class _Lowering:
         layer.struct = "ek_activation_params_t"
         layer.fields = [("size", x.size), ("in_zp", zp), ("range_radius", radius), ("mult", mult),
                         ("left_shift", left_shift)]
-        layer.calls.append(f"{kernel}(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)});")
+        self.call(layer, kernel, op)
 
-    def _logistic(self, op, layer):
-        self._activation(op, layer, "ek_logistic_s8")
-
-    def _tanh(self, op, layer):
-        self._activation(op, layer, "ek_tanh_s8")
+    _logistic = partialmethod(_activation, kernel="ek_logistic_s8")
+    _tanh = partialmethod(_activation, kernel="ek_tanh_s8")
 
     def _quantize(self, op, layer):
         x, y = self.graph.tensors[op.inputs[0]], self.graph.tensors[op.outputs[0]]
@@ -470,8 +459,7 @@ class _Lowering:
         layer.struct = "ek_mean_params_t"
         layer.fields = [("outer", outer), ("reduce", reduce), ("inner", inner), ("in_zp", zi), ("out_zp", zo),
                         ("mult", mult), ("shift", shift)]
-        layer.calls.append(f"ek_mean_s8(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)});")
+        self.call(layer, "ek_mean_s8", op)
 
     def _pad(self, op, layer):
         in_dims, out_dims, before = pad_layout(op, self.graph)
@@ -482,11 +470,9 @@ class _Lowering:
         layer.struct = "ek_pad_params_t"
         layer.fields = [("in_dims", _c_list(in_dims)), ("out_dims", _c_list(out_dims)), ("before", _c_list(before)),
                         ("value", value)]
-        layer.calls.append(f"ek_pad_s8(&l{layer.index}_params, {self.ptr(op.inputs[0], layer)}, "
-                           f"{self.ptr(op.outputs[0], layer)});")
+        self.call(layer, "ek_pad_s8", op)
 
-    def _padv2(self, op, layer):
-        self._pad(op, layer)
+    _padv2 = _pad
 
     def _concatenation(self, op, layer):
         t = self.graph.tensors

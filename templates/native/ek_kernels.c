@@ -584,7 +584,8 @@ void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t 
  * Pooling.
  */
 
-void ek_avg_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output) {
+/* AVERAGE_POOL_2D (is_max 0) and MAX_POOL_2D (is_max 1) walk the same window: the taps inside the input. */
+static inline void ek_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output, int32_t is_max) {
   const int32_t channels = p->channels;
   int32_t oy, ox, c, y, x;
   for (oy = 0; oy < p->out_h; oy++) {
@@ -595,14 +596,14 @@ void ek_avg_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
       const int32_t x0 = ek_max(0, ix0), x1 = ek_min(p->in_w, ix0 + p->k_w);
       const int32_t count = (y1 - y0) * (x1 - x0);
       for (c = 0; c < channels; c++) {
-        int32_t acc = 0;
+        int32_t acc = is_max ? -128 : 0;
         for (y = y0; y < y1; y++) {
           const int8_t *row = input + (y * p->in_w) * channels + c;
           for (x = x0; x < x1; x++) {
-            acc += row[x * channels];
+            acc = is_max ? ek_max(acc, row[x * channels]) : acc + row[x * channels];
           }
         }
-        if (count > 0) { /* TFLite rounds half away from zero */
+        if (!is_max && count > 0) { /* TFLite rounds half away from zero */
           acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
         }
         *output++ = (int8_t)ek_clamp(acc, p->act_min, p->act_max);
@@ -611,27 +612,12 @@ void ek_avg_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *outp
   }
 }
 
+void ek_avg_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output) {
+  ek_pool_s8(p, input, output, 0);
+}
+
 void ek_max_pool_s8(const ek_pool_params_t *p, const int8_t *input, int8_t *output) {
-  const int32_t channels = p->channels;
-  int32_t oy, ox, c, y, x;
-  for (oy = 0; oy < p->out_h; oy++) {
-    const int32_t iy0 = oy * p->stride_h - p->pad_top;
-    const int32_t y0 = ek_max(0, iy0), y1 = ek_min(p->in_h, iy0 + p->k_h);
-    for (ox = 0; ox < p->out_w; ox++) {
-      const int32_t ix0 = ox * p->stride_w - p->pad_left;
-      const int32_t x0 = ek_max(0, ix0), x1 = ek_min(p->in_w, ix0 + p->k_w);
-      for (c = 0; c < channels; c++) {
-        int32_t best = -128;
-        for (y = y0; y < y1; y++) {
-          const int8_t *row = input + (y * p->in_w) * channels + c;
-          for (x = x0; x < x1; x++) {
-            best = ek_max(best, row[x * channels]);
-          }
-        }
-        *output++ = (int8_t)ek_clamp(best, p->act_min, p->act_max);
-      }
-    }
-  }
+  ek_pool_s8(p, input, output, 1);
 }
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -722,7 +708,29 @@ void ek_softmax_s8(const ek_softmax_params_t *p, const int8_t *input, int8_t *ou
   }
 }
 
-void ek_logistic_s8(const ek_activation_params_t *p, const int8_t *input, int8_t *output) {
+/* sigmoid(a) for a in Q4.27, as int8 (output scale 1/256, zero point -128). */
+static int32_t ek_logistic_q4_27(int32_t a) {
+  int32_t y = (int32_t)1 << 30; /* Q0.31 */
+  if (a != 0) {
+    const int32_t positive = ek_one_over_one_plus_x(ek_exp_on_negative_values(a > 0 ? -a : a, 4));
+    y = a > 0 ? positive : EK_INT32_MAX - positive;
+  }
+  return ek_clamp(ek_rdbpot(y, 23) - 128, -128, 127);
+}
+
+/* tanh(a) for a in Q4.27, as int8 (output scale 1/128, zero point 0). */
+static int32_t ek_tanh_q4_27(int32_t a) {
+  int32_t y = 0; /* Q0.31 */
+  if (a != 0) {
+    const int32_t t = ek_one_minus_x_over_one_plus_x(ek_exp_on_negative_values(a < 0 ? a : -a, 5));
+    y = a < 0 ? -t : t;
+  }
+  return ek_clamp(ek_rdbpot(y, 24), -128, 127);
+}
+
+/* LOGISTIC and TANH: saturated outside +-range_radius, else the input rescaled to Q4.27 and mapped. */
+static void ek_activation_s8(const ek_activation_params_t *p, const int8_t *input, int8_t *output,
+                             int32_t (*function)(int32_t)) {
   int32_t i;
   for (i = 0; i < p->size; i++) {
     const int32_t x = input[i] - p->in_zp;
@@ -732,40 +740,18 @@ void ek_logistic_s8(const ek_activation_params_t *p, const int8_t *input, int8_t
     } else if (x >= p->range_radius) {
       value = 127;
     } else {
-      const int32_t a = ek_requantize(x, p->mult, p->left_shift); /* Q4.27 */
-      int32_t y;                                                  /* Q0.31 */
-      if (a == 0) {
-        y = (int32_t)1 << 30;
-      } else {
-        const int32_t positive = ek_one_over_one_plus_x(ek_exp_on_negative_values(a > 0 ? -a : a, 4));
-        y = a > 0 ? positive : EK_INT32_MAX - positive;
-      }
-      value = ek_clamp(ek_rdbpot(y, 23) - 128, -128, 127);
+      value = function(ek_requantize(x, p->mult, p->left_shift));
     }
     output[i] = (int8_t)value;
   }
 }
 
+void ek_logistic_s8(const ek_activation_params_t *p, const int8_t *input, int8_t *output) {
+  ek_activation_s8(p, input, output, ek_logistic_q4_27);
+}
+
 void ek_tanh_s8(const ek_activation_params_t *p, const int8_t *input, int8_t *output) {
-  int32_t i;
-  for (i = 0; i < p->size; i++) {
-    const int32_t x = input[i] - p->in_zp;
-    int32_t value;
-    if (x <= -p->range_radius) {
-      value = -128;
-    } else if (x >= p->range_radius) {
-      value = 127;
-    } else {
-      const int32_t a = ek_requantize(x, p->mult, p->left_shift); /* Q4.27 */
-      int32_t y = 0;                                              /* Q0.31 */
-      if (a != 0) {
-        const int32_t t = ek_one_minus_x_over_one_plus_x(ek_exp_on_negative_values(a < 0 ? a : -a, 5));
-        y = a < 0 ? -t : t;
-      }
-      value = ek_clamp(ek_rdbpot(y, 24), -128, 127);
-    }
-    output[i] = (int8_t)value;
-  }
+  ek_activation_s8(p, input, output, ek_tanh_q4_27);
 }
 
 /* ------------------------------------------------------------------------------------------------------------
