@@ -50,6 +50,16 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
 
     if model_path.suffix == ".tflite":
         graph = parse_tflite(model_path.read_bytes(), name=model_path.stem)
+        if not graph.is_fully_int8:
+            from edgekit.quantize import float_io_boundary, remove_float_io
+
+            if float_io_boundary(graph) is not None:  # int8 inside, float ends: drop the boundary ops
+                graph = parse_tflite(remove_float_io(graph.model_bytes, graph.name), name=graph.name)
+                stages.append({"stage": "quantize", "skipped": "int8 inside: float input/output ops removed"})
+                advance("analyze")
+                return graph, None
+            if data is not None:  # a float .tflite: quantized below from its path (ai-edge-quantizer)
+                return _quantize_stage(model_path, model_path, data, recipe, stages, advance), None
         require_int8(graph)
         stages.append({"stage": "quantize", "skipped": "the model is already a .tflite"})
         advance("analyze")
@@ -57,12 +67,9 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
     if data is None:
         raise UsageError(f"{model_path.name} is a float model: pass --data (calibration samples) to quantize it, "
                          f"or give an int8 .tflite")
-    try:
-        from edgekit.data import load_dataset
-        from edgekit.models import load_model
-        from edgekit.quantize import quantize
-    except ImportError as error:
-        raise _stage_unavailable("quantize", error) from None
+    from edgekit.data import load_dataset
+    from edgekit.models import load_model
+
     loaded = load_model(model_path)
     dataset = load_dataset(data)
     steps = list(getattr(recipe, "optimize", None) or getattr(recipe, "steps", None) or []) if recipe else []
@@ -79,17 +86,27 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
                        "before": _without_bytes(optimize_report["before"]),
                        "after": _without_bytes(optimize_report["after"]),
                        "steps": [step["technique"] for step in optimize_report["steps"]]})
+    return _quantize_stage(model_path, loaded, dataset, recipe, stages, advance), optimize_report
+
+
+def _quantize_stage(model_path: Path, model, data, recipe, stages: list, advance):
+    """Quantize a Keras model (or a float .tflite, given by its path) to the fully int8 graph."""
+    from edgekit.data import load_dataset
+    from edgekit.quantize import quantize
+    from edgekit.tflite_model import parse_tflite, require_int8
+
+    dataset = load_dataset(data) if isinstance(data, (str, Path)) else data
     advance("quantize")
     started = time.monotonic()
     options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}
     kwargs = {k: options[k] for k in ("calibration_samples", "eval_samples") if k in options}
-    result = quantize(loaded, dataset, quiet=True, **kwargs)
+    result = quantize(model, dataset, quiet=True, **kwargs)
     stages.append({"stage": "quantize", "seconds": round(time.monotonic() - started, 2),
                    "report": {k: v for k, v in result.report.items() if not isinstance(v, (list, dict))}})
     advance("analyze")
     graph = parse_tflite(result.tflite_bytes, name=model_path.stem if model_path.is_file() else model_path.name)
     require_int8(graph)
-    return graph, optimize_report
+    return graph
 
 
 def _without_bytes(figures: dict) -> dict:

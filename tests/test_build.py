@@ -138,3 +138,16 @@ def test_an_uncompiled_project_says_how_to_build_and_flash_it(int8_model_path, t
     assert manifest["firmware"] is None and manifest["expected_firmware"] == "build/edgekit_ad01_int8.uf2"
     note = " ".join(done.stderr.split())
     assert f"`edgekit flash {out}` puts build/edgekit_ad01_int8.uf2 on the board" in note
+
+
+def test_tflite_int8_inside_with_float_ends_is_built_as_fully_int8(shared_models, tmp_path):
+    """MLPerf's ToyCar 'fullint' file has float input/output around an int8 graph: build drops the boundary ops."""
+    from edgekit.tflite_model import load_tflite
+
+    source = shared_models / "anomaly_detection/ToyCar_baseline_tf23/model_ToyCar_quant_fullint.tflite"
+    assert not load_tflite(source).is_fully_int8
+    result = build(source, "host", tmp_path / "toycar", compile=False)
+    built = load_tflite(tmp_path / "toycar" / result["manifest"]["model"])
+    assert built.is_fully_int8
+    assert "QUANTIZE" not in built.opcodes and "DEQUANTIZE" not in built.opcodes
+    assert result["manifest"]["input"]["dtype"] == "int8"
