@@ -348,12 +348,14 @@ static void ek_window_range(int32_t origin, int32_t kernel, int32_t dilation, in
 
 /* The int8 inputs of one output pixel, n of them: in place for a contiguous window inside the input, else
  * gathered into col (in_zp where the window leaves the input; col's zero tail stays as it was set). */
-static const int8_t *ek_conv_column(const ek_conv_params_t *p, const int8_t *input, int32_t iy0, int32_t ky0,
-                                    int32_t ky1, int32_t ox, int8_t *col, int32_t *n) {
+static const int8_t *ek_conv_column(const ek_conv_params_t *p, const int8_t *input, int32_t pixel, int8_t *col,
+                                    int32_t *n) {
   const int32_t in_w = p->in_w, in_c = p->in_c, k_h = p->k_h, k_w = p->k_w;
-  const int32_t ix0 = ox * p->stride_w - p->pad_left;
-  int32_t kx0, kx1, ky, kx, i;
+  const int32_t iy0 = pixel / p->out_w * p->stride_h - p->pad_top;
+  const int32_t ix0 = pixel % p->out_w * p->stride_w - p->pad_left;
+  int32_t ky0, ky1, kx0, kx1, ky, kx, i;
   int8_t *dst = col;
+  ek_window_range(iy0, k_h, p->dil_h, p->in_h, &ky0, &ky1);
   ek_window_range(ix0, k_w, p->dil_w, in_w, &kx0, &kx1);
   /* a window of one contiguous row (1x1, 1xK) is read in place; taller windows are gathered into one column,
    * which costs less than a multiply-accumulate loop per window row */
@@ -467,31 +469,27 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
   const int32_t out_c = p->out_c;
   const int32_t taps = p->k_h * p->k_w * p->in_c, n_padded = (taps + 3) & ~3;
   const ek_requant_t q = {p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max};
+  const int32_t pixels = p->out_h * p->out_w;
   int8_t *col0 = scratch, *col1 = scratch + n_padded;
-  int32_t oy, ox, i, n0;
+  int32_t pixel, i, n0;
   for (i = taps; i < n_padded; i++) {
     col0[i] = col1[i] = 0; /* the weights are zero there too */
   }
-  for (oy = 0; oy < p->out_h; oy++) {
-    const int32_t iy0 = oy * p->stride_h - p->pad_top;
-    int32_t ky0, ky1;
-    ek_window_range(iy0, p->k_h, p->dil_h, p->in_h, &ky0, &ky1);
-    for (ox = 0; ox < p->out_w; ox++, output += out_c) {
-      const int8_t *x0 = ek_conv_column(p, input, iy0, ky0, ky1, ox, col0, &n0);
+  for (pixel = 0; pixel < pixels; pixel++, output += out_c) { /* in raster order, pairs across row ends too */
+    const int8_t *x0 = ek_conv_column(p, input, pixel, col0, &n0);
 #if EK_SIMD
-      if (ox + 1 < p->out_w && out_c >= 4) {
-        int32_t n1;
-        const int8_t *x1 = ek_conv_column(p, input, iy0, ky0, ky1, ox + 1, col1, &n1);
-        /* a gathered column only adds zero products past the taps: the shorter length serves both */
-        ek_matvec2_s8(x0, x1, n0 < n1 ? n0 : n1, p->weights, n_padded, out_c, p->bias, &q,
-                      (uint32_t *)(void *)(scratch + 2 * n_padded), output, output + out_c);
-        ox++;
-        output += out_c;
-        continue;
-      }
-#endif
-      ek_matvec_s8(x0, n0, p->weights, n_padded, out_c, p->bias, &q, output);
+    if (pixel + 1 < pixels && out_c >= 4) {
+      int32_t n1;
+      const int8_t *x1 = ek_conv_column(p, input, pixel + 1, col1, &n1);
+      /* a gathered column only adds zero products past the taps: the shorter length serves both */
+      ek_matvec2_s8(x0, x1, n0 < n1 ? n0 : n1, p->weights, n_padded, out_c, p->bias, &q,
+                    (uint32_t *)(void *)(scratch + 2 * n_padded), output, output + out_c);
+      pixel++;
+      output += out_c;
+      continue;
     }
+#endif
+    ek_matvec_s8(x0, n0, p->weights, n_padded, out_c, p->bias, &q, output);
   }
 }
 
