@@ -249,15 +249,21 @@ static inline ek_acc4_t ek_dot_block4(const int8_t *x, const int8_t *w, int32_t 
     wv = ek_load4(w + 12);
     acc.a3 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a3));
   }
+#else
+  for (; i + 4 <= n; i += 4, w += 16) {
+    const int32_t x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
+    acc.a0 += x0 * w[0] + x1 * w[1] + x2 * w[2] + x3 * w[3];
+    acc.a1 += x0 * w[4] + x1 * w[5] + x2 * w[6] + x3 * w[7];
+    acc.a2 += x0 * w[8] + x1 * w[9] + x2 * w[10] + x3 * w[11];
+    acc.a3 += x0 * w[12] + x1 * w[13] + x2 * w[14] + x3 * w[15];
+  }
 #endif
-  for (; i < n; i += 4, w += 16) { /* portable, or the last group (zero-padded in the weights) */
-    for (j = 0; j < 4 && i + j < n; j++) {
-      const int32_t xv = x[i + j];
-      acc.a0 += xv * w[j];
-      acc.a1 += xv * w[4 + j];
-      acc.a2 += xv * w[8 + j];
-      acc.a3 += xv * w[12 + j];
-    }
+  for (j = 0; i + j < n; j++) { /* the last group, zero-padded in the weights */
+    const int32_t xv = x[i + j];
+    acc.a0 += xv * w[j];
+    acc.a1 += xv * w[4 + j];
+    acc.a2 += xv * w[8 + j];
+    acc.a3 += xv * w[12 + j];
   }
   return acc;
 }
