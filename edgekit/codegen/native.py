@@ -292,7 +292,8 @@ class _Lowering:
             scratch = _align8(in_c) + 8 * k_h * k_w  # an in_zp row, then one pointer per tap
         else:
             folded = bias - in_zp * weights.reshape(out_c, -1).sum(axis=1)
-            scratch = 6 * _padded4(k_h * k_w * in_c)  # two gathered windows, then both sign-extended
+            # two windows as int16 (in_c a multiple of 4: straight from the input; else gathered first)
+            scratch = (4 if in_c % 4 == 0 else 6) * _padded4(k_h * k_w * in_c)
             weights = weight_blocks(weights.reshape(out_c, -1))
         filter_scales = np.broadcast_to(w_t.scale.astype(np.float64), (out_c,))
         mult, shift = zip(*(quantize_multiplier(float(in_scale) * float(fs) / float(out_scale)) for fs in filter_scales))

@@ -389,26 +389,51 @@ static const int8_t *ek_conv_column(const ek_conv_params_t *p, const int8_t *inp
 }
 
 #if EK_SIMD
-/* Two pixels' inputs, sign-extended once into int16 pairs: per group of four, pixel 0's (x0, x2) and (x1, x3),
- * then pixel 1's, so that every weight word loaded serves both pixels. */
-static void ek_extend2(const int8_t *x0, const int8_t *x1, int32_t n, uint32_t *out) {
+/* One group of four int8 inputs, sign-extended: (x0, x2), (x1, x3). The extended buffer of a pixel pair holds,
+ * per group, pixel 0's two words then pixel 1's, so that every weight word loaded serves both pixels. */
+static inline void ek_extend_group(uint32_t v, uint32_t *out) {
+  out[0] = ek_sxtb16(v);
+  out[1] = ek_sxtb16_ror8(v);
+}
+
+/* n contiguous int8 inputs of one pixel into its extended words; zeros past n (the weights are zero there). */
+static void ek_extend_column(const int8_t *x, int32_t n, uint32_t *out) {
   int32_t i, j;
-  for (i = 0; i < n; i += 4, out += 4) {
-    uint32_t v0, v1;
-    if (i + 4 <= n) {
-      v0 = ek_load4(x0 + i);
-      v1 = ek_load4(x1 + i);
-    } else { /* the last group: zeros past n (the weights are zero there too) */
-      v0 = v1 = 0;
-      for (j = 0; i + j < n; j++) {
-        v0 |= (uint32_t)(uint8_t)x0[i + j] << (8 * j);
-        v1 |= (uint32_t)(uint8_t)x1[i + j] << (8 * j);
+  for (i = 0; i + 4 <= n; i += 4, out += 4) {
+    ek_extend_group(ek_load4(x + i), out);
+  }
+  if (i < n) {
+    uint32_t v = 0;
+    for (j = 0; i + j < n; j++) {
+      v |= (uint32_t)(uint8_t)x[i + j] << (8 * j);
+    }
+    ek_extend_group(v, out);
+  }
+}
+
+/* Pixel `pixel`'s whole window straight from the input when in_c is a multiple of 4 (each tap is whole groups):
+ * taps outside the input read in_zp. */
+static void ek_extend_window(const ek_conv_params_t *p, const int8_t *input, int32_t pixel, uint32_t *out) {
+  const int32_t in_w = p->in_w, in_c = p->in_c;
+  const int32_t iy0 = pixel / p->out_w * p->stride_h - p->pad_top;
+  const int32_t ix0 = pixel % p->out_w * p->stride_w - p->pad_left;
+  const uint32_t zp4 = (uint32_t)(uint8_t)p->in_zp * 0x01010101u;
+  int32_t ky0, ky1, kx0, kx1, ky, kx, i;
+  ek_window_range(iy0, p->k_h, p->dil_h, p->in_h, &ky0, &ky1);
+  ek_window_range(ix0, p->k_w, p->dil_w, in_w, &kx0, &kx1);
+  for (ky = 0; ky < p->k_h; ky++) {
+    for (kx = 0; kx < p->k_w; kx++) {
+      if (ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1) {
+        for (i = 0; i < in_c; i += 4, out += 4) {
+          ek_extend_group(zp4, out);
+        }
+      } else {
+        const int8_t *x = input + ((iy0 + ky * p->dil_h) * in_w + ix0 + kx * p->dil_w) * in_c;
+        for (i = 0; i < in_c; i += 4, out += 4) {
+          ek_extend_group(ek_load4(x + i), out);
+        }
       }
     }
-    out[0] = ek_sxtb16(v0);
-    out[1] = ek_sxtb16_ror8(v0);
-    out[2] = ek_sxtb16(v1);
-    out[3] = ek_sxtb16_ror8(v1);
   }
 }
 
@@ -437,21 +462,14 @@ static inline ek_acc4_t ek_bias2x2(const int32_t *bias) {
   return acc;
 }
 
-/* Two output pixels of a convolution. The int8 inputs (x0, x1, n each) are read before any output is written
- * (rows outside the blocks first, then the blocks from the extended copy), as the in-place planner expects. */
-static void ek_matvec2_s8(const int8_t *x0, const int8_t *x1, int32_t n, const int8_t *weights, int32_t n_padded,
-                          int32_t out_n, const int32_t *bias, const ek_requant_t *requant, uint32_t *extended,
-                          int8_t *out0, int8_t *out1) {
+/* Two output pixels of a convolution from their extended inputs (groups of four): the weight blocks two rows
+ * at a time, then the rows left over (plain rows, read a word at a time). */
+static void ek_matvec2_s8(const uint32_t *extended, int32_t groups, const int8_t *weights, int32_t n_padded,
+                          int32_t out_n, const int32_t *bias, const ek_requant_t *requant, int8_t *out0,
+                          int8_t *out1) {
   const ek_requant_t local = *requant, *q = &local;
-  const int32_t full = out_n & ~3, groups = (n + 3) / 4;
-  int32_t o;
-  ek_extend2(x0, x1, n, extended);
-  for (o = full; o < out_n; o++) {
-    const int8_t *w = weights + o * n_padded;
-    const int32_t a0 = ek_dot_s8(x0, w, n, bias[o]), a1 = ek_dot_s8(x1, w, n, bias[o]);
-    out0[o] = ek_requant_output(q, o, a0);
-    out1[o] = ek_requant_output(q, o, a1);
-  }
+  const int32_t full = out_n & ~3;
+  int32_t o, g;
   for (o = 0; o < full; o += 4) {
     const int8_t *w = weights + o * n_padded;
     const ek_acc4_t lo = ek_dot2x2(extended, w, groups, ek_bias2x2(bias + o));
@@ -468,6 +486,18 @@ static void ek_matvec2_s8(const int8_t *x0, const int8_t *x1, int32_t n, const i
     ek_output4(q, o, p0, out0 + o);
     ek_output4(q, o, p1, out1 + o);
   }
+  for (; o < out_n; o++) {
+    const int8_t *w = weights + o * n_padded;
+    int32_t a0 = bias[o], a1 = bias[o];
+    for (g = 0; g < groups; g++) {
+      const uint32_t wv = ek_load4(w + 4 * g), we = ek_sxtb16(wv), wo = ek_sxtb16_ror8(wv);
+      const uint32_t *x = extended + 4 * g;
+      a0 = ek_smlad(x[1], wo, ek_smlad(x[0], we, a0));
+      a1 = ek_smlad(x[3], wo, ek_smlad(x[2], we, a1));
+    }
+    out0[o] = ek_requant_output(q, o, a0);
+    out1[o] = ek_requant_output(q, o, a1);
+  }
 }
 #endif
 
@@ -482,19 +512,28 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
     col0[i] = col1[i] = 0; /* the weights are zero there too */
   }
   for (pixel = 0; pixel < pixels; pixel++, output += out_c) { /* in raster order, pairs across row ends too */
-    const int8_t *x0 = ek_conv_column(p, input, pixel, col0, &n0);
+    const int8_t *x0;
 #if EK_SIMD
-    if (pixel + 1 < pixels && out_c >= 4) {
-      int32_t n1;
-      const int8_t *x1 = ek_conv_column(p, input, pixel + 1, col1, &n1);
-      /* a gathered column only adds zero products past the taps: the shorter length serves both */
-      ek_matvec2_s8(x0, x1, n0 < n1 ? n0 : n1, p->weights, n_padded, out_c, p->bias, &q,
-                    (uint32_t *)(void *)(scratch + 2 * n_padded), output, output + out_c);
+    if (pixel + 1 < pixels && out_c >= 4) { /* both windows are read before any output is written */
+      uint32_t *extended = (uint32_t *)(void *)(scratch + (p->in_c % 4 == 0 ? 0 : 2 * n_padded));
+      if (p->in_c % 4 == 0) { /* every tap is whole groups: extended straight from the input */
+        ek_extend_window(p, input, pixel, extended);
+        ek_extend_window(p, input, pixel + 1, extended + 2);
+      } else { /* gathered first (two int8 columns in front of the extended buffer) */
+        int32_t n1;
+        const int8_t *x1;
+        x0 = ek_conv_column(p, input, pixel, col0, &n0);
+        x1 = ek_conv_column(p, input, pixel + 1, col1, &n1);
+        ek_extend_column(x0, n0, extended);
+        ek_extend_column(x1, n1, extended + 2);
+      }
+      ek_matvec2_s8(extended, n_padded / 4, p->weights, n_padded, out_c, p->bias, &q, output, output + out_c);
       pixel++;
       output += out_c;
       continue;
     }
 #endif
+    x0 = ek_conv_column(p, input, pixel, col0, &n0);
     ek_matvec_s8(x0, n0, p->weights, n_padded, out_c, p->bias, &q, output);
   }
 }

@@ -28,7 +28,7 @@ extern "C" {
  * exactly TFLite Micro's sum of weight * (input - in_zp) over the taps inside.
  *
  * CONV_2D and DEPTHWISE_CONV_2D take a scratch buffer (a part of the arena the generator reserves): conv
- * needs 6 * n_padded bytes (two gathered windows, then both as int16), depthwise (in_c rounded up to 8) + 8 * k_h * k_w bytes, 8-aligned. */
+ * needs 4 * n_padded bytes (two windows as int16), 6 * n_padded when in_c is not a multiple of 4, depthwise (in_c rounded up to 8) + 8 * k_h * k_w bytes, 8-aligned. */
 typedef struct {
   int32_t in_h, in_w, in_c;
   int32_t out_h, out_w, out_c;
