@@ -312,6 +312,14 @@ static void cmd_db(char *arg, char *extra) {
   }
 }
 
+/* e-[invoke failed: rc], the backend's status code. */
+static void out_invoke_failed(int rc) {
+  out_str("e-[invoke failed: ");
+  out_i64(rc);
+  out_str("]");
+  out_end();
+}
+
 static void cmd_infer(char *count, char *warmups) {
   uint32_t n = 1;
   uint32_t w = 0;
@@ -334,10 +342,7 @@ static void cmd_infer(char *count, char *warmups) {
   for (i = 0; i < w; i++) {
     rc = ek_model_invoke();
     if (rc != 0) {
-      out_str("e-[invoke failed: ");
-      out_i64(rc);
-      out_str("]");
-      out_end();
+      out_invoke_failed(rc);
       return;
     }
   }
@@ -352,10 +357,7 @@ static void cmd_infer(char *count, char *warmups) {
   }
   t1 = ek_platform_ticks();
   if (rc != 0) {
-    out_str("e-[invoke failed: ");
-    out_i64(rc);
-    out_str("]");
-    out_end();
+    out_invoke_failed(rc);
     return;
   }
   last_ticks = t1 - t0;
