@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi gcc make)
+apt_packages=(qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi gcc make python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,6 +17,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# A system Python that forbids pip installs (PEP 668, e.g. Debian 12's python3) gets a virtual environment.
+python=python3
+managed=$(python3 -c 'import sys, sysconfig, os; print(int(sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED"))))')
+if [ "$managed" = 1 ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  python=.venv/bin/python
+  echo "setup: this system's python3 is externally managed; installing into .venv (activate it: . .venv/bin/activate)"
+fi
+
 echo "setup: installing edgekit and its pinned dependencies (pip)"
-python3 -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
-echo "setup: done ($(edgekit --version))"
+"$python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+echo "setup: done ($("$python" -m edgekit --version))"
