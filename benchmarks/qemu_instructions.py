@@ -21,14 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEKIT_SHARED_MODELS", REPO.parent / "shared" / "models"))
-MODELS = {
-    "kws": "keyword_spotting/kws_ref_model.tflite",
-    "vww": "visual_wake_words/vww_96_int8.tflite",
-    "ic": "image_classification/pretrainedResnet_quant.tflite",
-    "ic_large": "image_classification/pretrainedResnet_large_int8.tflite",
-    "ad": "anomaly_detection/ad01_int8.tflite",
-    "sww": "streaming_wakeword/str_ww_ref_model.tflite",
-}
+sys.path.insert(0, str(REPO))
+from tests.conftest import INT8_MODELS as MODELS  # noqa: E402  (one table of the MLPerf Tiny int8 models)
+
 README_NAMES = {"kws": "KWS", "vww": "VWW", "ic": "IC", "ad": "AD", "sww": "streaming wakeword"}
 
 
