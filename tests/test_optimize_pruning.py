@@ -40,7 +40,7 @@ def test_pruning_without_data_says_it_needs_data(digits_cnn):
 
 
 @pytest.mark.slow
-def test_digits_80_percent_keeps_accuracy_and_compresses(digits_cnn):
+def test_digits_80_percent_recovers_within_a_point_and_compresses(digits_cnn):
     data = Dataset(digits_cnn["x_train"], digits_cnn["y_train"], digits_cnn["x_test"], digits_cnn["y_test"])
     model = digits_cnn["model"]
     steps = [{"technique": "magnitude", "sparsity": 0.8, "schedule": "polynomial", "epochs": 6}]
@@ -55,8 +55,13 @@ def test_digits_80_percent_keeps_accuracy_and_compresses(digits_cnn):
         assert row["sparsity"] == pytest.approx(0.8, abs=1 / row["weights"] + 1e-9), row
     kernels = [l.get_weights()[0] for l in pruned.layers if l.get_weights()]
     assert np.mean(np.concatenate([k.ravel() for k in kernels]) == 0) >= 0.79
-    assert after["value"] >= before["value"] - 0.02  # float accuracy
-    assert after["int8"]["accuracy"] >= before["int8"]["accuracy"] - 0.02
+    # the tool trains until it recovers (on its own validation split), so the margin holds on any CPU
+    training = report["steps"][0]["details"]["training"]
+    assert training["metric"] == "accuracy" and training["epochs"] >= 6
+    assert training["epochs"] <= training["max_epochs"] == 30
+    assert training["recovered"] or training["stopped"] == "no improvement"
+    assert after["value"] >= before["value"] - 0.01  # float accuracy
+    assert after["int8"]["accuracy"] >= before["int8"]["accuracy"] - 0.01
     # zeros cost the same flash and MACs, but compress
     assert after["macs"] == before["macs"]
     assert after["int8"]["zlib_bytes"] <= 0.45 * before["int8"]["zlib_bytes"]

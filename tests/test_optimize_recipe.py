@@ -66,7 +66,7 @@ def test_missing_recipe_file(tmp_path):
 
 def test_validate_step_fills_defaults():
     step = validate_step({"technique": "magnitude", "sparsity": 0.8})
-    assert step["schedule"] == "polynomial" and step["scope"] == "layer" and step["lr"] == 1e-3
+    assert step["schedule"] == "polynomial" and step["scope"] == "layer" and step["lr"] == 3e-3
     assert step["epochs"] is None  # the technique's default, decided when the data is known
 
 

@@ -53,10 +53,15 @@ class _LearningRate(click.ParamType):
               help="Distill from this teacher model; MODEL is the student.")
 @click.option("--temperature", type=float, default=None, help="Distillation temperature (default 4).")
 @click.option("--alpha", type=float, default=None, help="Weight of the teacher's soft targets (default 0.9).")
-@click.option("--epochs", type=int, default=None, help="Fine-tuning epochs of every step that trains.")
+@click.option("--epochs", type=int, default=None,
+              help="Fine-tuning epochs of every step that trains (training goes on past them until recovered).")
+@click.option("--recover-within", type=float, default=None, metavar="POINTS",
+              help="Train until the validation score is within POINTS of the model before the step (default 0.5).")
+@click.option("--max-epochs", type=int, default=None,
+              help="Stop recovering after this many epochs even if not recovered (default 5x --epochs).")
 @click.option("--lr", type=_LearningRate(), default=None,
-              help="Learning rate (default 1e-3), or 'auto': try 3e-3, 1e-3, 3e-4 and keep the best on a "
-                   "validation split.")
+              help="Learning rate (default 3e-3, halved on every plateau), or 'auto': try 3e-3, 1e-3, 3e-4 and "
+                   "keep the best on a validation split.")
 @click.option("--batch-size", type=int, default=None, help="Training batch size (default 32).")
 @click.option("--clipnorm", type=float, default=None, help="Clip each gradient to this norm.")
 @click.option("--clipvalue", type=float, default=None, help="Clip gradient values to [-v, v].")
@@ -66,8 +71,8 @@ class _LearningRate(click.ParamType):
               help="Also save a PNG of MACs, parameters, flash and RAM after each step, with accuracy.")
 @json_option
 def command(model, data, output, recipe, structured, criterion, rank_energy, prune, prune_schedule, prune_scope,
-            distill, distill_from, temperature, alpha, epochs, lr, batch_size, clipnorm, clipvalue, l1, no_int8,
-            plot, as_json):
+            distill, distill_from, temperature, alpha, epochs, recover_within, max_epochs, lr, batch_size, clipnorm,
+            clipvalue, l1, no_int8, plot, as_json):
     """Shrink a Keras model (MODEL: .keras or .h5) before quantizing it, and report what each step saved.
 
     \b
@@ -89,7 +94,7 @@ def command(model, data, output, recipe, structured, criterion, rank_energy, pru
         prune_schedule=prune_schedule, prune_scope=prune_scope, distill=distill,
         distill_from=str(distill_from) if distill_from else None, temperature=temperature, alpha=alpha,
         training={"epochs": epochs, "lr": lr, "batch_size": batch_size, "clipnorm": clipnorm,
-                  "clipvalue": clipvalue, "l1": l1})
+                  "clipvalue": clipvalue, "l1": l1, "recover_within": recover_within, "max_epochs": max_epochs})
     if recipe is not None:
         from edgekit.recipe import load_recipe
 
@@ -198,9 +203,23 @@ def _print_step(console, s: dict) -> None:
     elif s["technique"] == "distill":
         console.print(f"teacher: {d['teacher']} ({d['teacher_params']:,} parameters, {d['teacher_macs']:,} MACs)")
     training = d.get("training") or {}
+    if training.get("epochs"):
+        console.print(training_summary(training))
     if training.get("sweep"):
         swept = ", ".join(f"{t['lr']:g}: {t['val_loss']:.4g}" for t in training["sweep"])
         console.print(f"learning-rate sweep (validation loss): {swept}; kept {training['lr']:g}")
+
+
+def training_summary(training: dict) -> str:
+    """One line: how long fine-tuning ran and whether it got back to the model before the step."""
+    line = f"fine-tuning: {training['epochs']} epochs ({training['requested_epochs']} asked"
+    if training.get("metric") is None:
+        return line + f", best validation loss at epoch {training.get('best_epoch')})"
+    unit = "R^2 x 100" if training["metric"] == "r2" else f"% {training['metric']}"
+    verdict = "recovered" if training["recovered"] else f"not recovered ({training['stopped']})"
+    return (line + f", up to {training['max_epochs']}); validation {training['score']:.2f} {unit} against "
+            f"{training['target']:.2f} before the step (within {training['tolerance']:g}): {verdict}; "
+            f"weights of epoch {training['best_epoch']} kept")
 
 
 def plot_steps(report: dict, path) -> None:

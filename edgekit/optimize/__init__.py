@@ -21,12 +21,14 @@ TECHNIQUES = ("structured", "lowrank", "magnitude", "distill", "finetune")
 # key -> (kind, default); kinds are checked by validate_step. "epochs": None means the technique's default.
 TRAIN_KEYS = {
     "epochs": ("count", None),
-    "lr": ("lr", 1e-3),
+    "lr": ("lr", 3e-3),
     "batch_size": ("positive_int", 32),
     "clipnorm": ("positive_or_none", None),
     "clipvalue": ("positive_or_none", None),
     "l1": ("non_negative", 0.0),
     "seed": ("count", 0),
+    "recover_within": ("non_negative", 0.5),
+    "max_epochs": ("count_or_none", None),
 }
 STEP_KEYS = {
     "structured": {"ratio": ("fraction", None), "criterion": (("auto", "l1", "bn"), "auto")},
@@ -41,7 +43,7 @@ DEFAULT_EPOCHS = {"structured": 10, "lowrank": 5, "magnitude": 10, "distill": 15
 NEEDS_DATA = {"magnitude", "distill", "finetune"}
 
 _EXPECTED = {
-    "count": "an integer >= 0", "positive_int": "an integer > 0", "lr": "a number > 0 or \"auto\"",
+    "count": "an integer >= 0", "count_or_none": "an integer >= 0", "positive_int": "an integer > 0", "lr": "a number > 0 or \"auto\"",
     "positive_or_none": "a number > 0", "non_negative": "a number >= 0", "fraction": "a number in [0, 1)",
     "energy": "a number in (0, 1]", "positive": "a number > 0", "unit": "a number in [0, 1]",
     "path_or_none": "a file path (string)",
@@ -54,6 +56,7 @@ def _valid(kind, value) -> bool:
         return value in kind
     return {
         "count": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+        "count_or_none": value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 0,
         "positive_int": isinstance(value, int) and not isinstance(value, bool) and value > 0,
         "lr": value == "auto" or (number and value > 0),
         "positive_or_none": value is None or (number and value > 0),

@@ -76,7 +76,7 @@ def _regression_loss(width: int, alpha: float):
 
 def distill(student, teacher, dataset, temperature: float, alpha: float, settings, *, quiet=False) -> dict:
     """Train `student` in place from `teacher` on the training inputs; returns the training summary."""
-    from edgekit.optimize.finetune import require_data, train
+    from edgekit.optimize.finetune import recovery_goal, require_data, train
 
     require_data(dataset, "distillation")
     if settings.epochs <= 0:
@@ -85,5 +85,8 @@ def distill(student, teacher, dataset, temperature: float, alpha: float, setting
         raise EdgekitError(f"distillation needs temperature > 0 and alpha in [0, 1], got {temperature}, {alpha}")
     targets, loss = distillation_targets_and_loss(student, teacher, dataset.x_train, dataset.y_train, temperature,
                                                   alpha)
-    return train(student, dataset.x_train, targets, loss, settings, quiet=quiet,
-                 description=f"distillation (T={temperature:g}, alpha={alpha:g})")
+    x, labels = dataset.x_train, dataset.y_train
+    return train(student, x, targets, loss, settings, quiet=quiet,
+                 description=f"distillation (T={temperature:g}, alpha={alpha:g})",
+                 goal_factory=lambda val: recovery_goal(teacher, x[val], None if labels is None else
+                                                        np.asarray(labels)[val], settings.recover_within))

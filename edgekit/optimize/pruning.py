@@ -6,7 +6,8 @@ which is why the report gives the zlib size of the int8 model. The result is a p
 live in a training callback, not in wrapper layers.
 
 Schedules: "constant" prunes to the target at once and keeps the masks; "polynomial" raises sparsity from 0 to
-the target along (1 - progress)^3 over the first 70% of the fine-tuning steps, re-ranking weights as it goes.
+the target along (1 - progress)^3 over the first 70% of the requested fine-tuning steps, re-ranking weights as it
+goes. Only epochs at the target sparsity count for recovery (finetune.py): the best weights are always sparse.
 Scope: "layer" gives every kernel the same sparsity; "global" ranks all kernels' weights together.
 """
 
@@ -68,10 +69,16 @@ class Pruner:
             raise EdgekitError("magnitude pruning found no Conv or Dense kernels in the model")
         self.sparsity, self.schedule, self.scope = sparsity, schedule, scope
         self.masks = None
+        self.current = None  # the sparsity the masks hold now
 
     def update(self, sparsity: float) -> None:
         self.masks = compute_masks([np.asarray(v) for _, v in self.kernels], sparsity, self.scope)
+        self.current = sparsity
         self.apply()
+
+    def at_target(self) -> bool:
+        """Whether the masks hold the target sparsity (until then, a fine-tuning epoch is not a candidate)."""
+        return self.current == self.sparsity
 
     def apply(self) -> None:
         for (_, variable), mask in zip(self.kernels, self.masks):
@@ -114,7 +121,9 @@ def magnitude_prune(model, dataset, sparsity: float, schedule: str, scope: str, 
         total = settings.epochs * steps_per_epoch
         training = fine_tune(model, dataset, settings, reference=reference, quiet=quiet,
                              description=f"magnitude pruning {sparsity:.0%}",
-                             callbacks_factory=lambda: [pruner.callback(total, steps_per_epoch)])
+                             callbacks_factory=lambda: [pruner.callback(total, steps_per_epoch)],
+                             ready=pruner.at_target)
+        pruner.update(sparsity)  # the kept best weights, exactly at the target
     else:
         if schedule == "polynomial":
             raise EdgekitError("the polynomial schedule prunes gradually while training; set epochs > 0 or use "
