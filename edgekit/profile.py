@@ -358,14 +358,17 @@ def _layers(records, tps, emulated) -> list[dict]:
     """Median time of each layer over the runs (linear in layers x runs: a device may report thousands)."""
     if not records or not records[0]["layers"]:
         return []
-    by_index = {index: [] for index, _, _ in records[0]["layers"]}
-    for record in records:
+    first = records[0]["layers"]
+    column = {index: position for position, (index, _, _) in enumerate(first)}
+    table = np.full((len(records), len(first)), np.nan)
+    for row, record in enumerate(records):
         for index, _, t in record["layers"]:
-            if index in by_index:
-                by_index[index].append(t)
+            if index in column:
+                table[row, column[index]] = t
+    medians = np.nanmedian(table, axis=0)  # record 0 fills every column
     rows = []
-    for index, op, _ in records[0]["layers"]:
-        median = float(np.median(by_index[index]))
+    for (index, op, _), median in zip(first, medians):
+        median = float(median)
         row = {"index": index, "op": op, "ticks": int(round(median)), "us": median * 1e6 / tps}
         if emulated:
             row["instructions"] = int(round(median * 1e9 / tps))
