@@ -79,7 +79,7 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         if running and expected and running != expected:
             raise EdgekitError(f"the device runs model '{running}' but the build is '{expected}'; flash it first "
                                "(edgekit flash)")
-        _check_info(info, tin, tout, len(graph.operators))
+        _check_info(info, tin, tout, len(graph.operators), info.backend or build.manifest.get("backend"))
         memory = _checked_memory(device.memory(), build.board)
         tps = _ticks_per_second(info, build.board)
         if timeout:
@@ -137,15 +137,19 @@ def inference_budget(board, macs) -> tuple[float, str]:
 # -- checks of the device's answers against the model, ek-info and the board --------------------------------------
 
 
-def _check_info(info, tin, tout, operators: int) -> None:
-    """ek-info describes the model of this build: input and output sizes, and one layer per operator."""
+def _check_info(info, tin, tout, operators: int, backend: str | None) -> None:
+    """ek-info describes the model of this build: input and output sizes, and its layers: one per operator for
+    TFLite Micro, at most that for the native backend (views such as RESHAPE run nothing)."""
     if info.input_bytes != tin.nbytes or info.output_bytes != tout.nbytes:
         raise EdgekitError(f"the device runs a different model (ek-info input {info.input_bytes} bytes, output "
                            f"{info.output_bytes}); the build expects {tin.nbytes} and {tout.nbytes}: "
                            "flash it first")
-    if info.layers != operators:
-        raise EdgekitError(f"the device runs a different model (ek-info layers {info.layers}); the build's model "
-                           f"has {operators} operators: flash it first")
+    if info.layers > operators:
+        raise EdgekitError(f"the device runs a different model (ek-info layers {info.layers}, more than the "
+                           f"{operators} operators of the build's model): flash it first")
+    if backend == "tflm" and info.layers != operators:
+        raise EdgekitError(f"the device runs a different model (ek-info layers {info.layers}; TFLite Micro runs "
+                           f"each of the build's {operators} operators): flash it first")
 
 
 def _checked_memory(memory: dict, board) -> dict:
