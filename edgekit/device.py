@@ -22,6 +22,14 @@ MAX_LINE = 1 << 22  # longest line kept (ek-out of a 2 MB output); longer runs o
 BOOT_TIMEOUT = 15.0  # seconds from connect to the first answer (TFLite Micro init on a slow board)
 COMMAND_TIMEOUT = 5.0  # seconds for a command that does not run the model
 RESEND_AFTER = 2.0  # seconds of silence after which `sync` sends its `name` again
+# Limits on one answer (docs/protocol.md, "Limits"): a device that floods is refused in one line, in linear time.
+REPLY_LINES = 64  # protocol lines of an answer other than ek-layers' (infer has 7)
+LAYER_LINE_SLACK = 16  # ek-layers lines accepted beyond the layers ek-info announced
+LAYER_LINE_BYTES = 128  # 'm-ek-layer-', index, a name of up to 48 characters, 20-digit ticks, CRLF
+REPLY_BYTES = 1 << 16  # bytes of a short answer (name, profile, ek-info, ek-mem, ek-ticks, db), garbage included
+MAX_LAYERS = 65535  # ek-info layers is a uint16_t on the device
+U32_MAX, U64_MAX = (1 << 32) - 1, (1 << 64) - 1
+TYPE_BYTES = {"i8": 1, "u8": 1, "i16": 2, "i32": 4, "f32": 4}  # ek_type_t names
 
 
 class DeviceError(EdgekitError):
@@ -30,6 +38,10 @@ class DeviceError(EdgekitError):
 
 class DeviceTimeout(DeviceError):
     """The device did not answer in time."""
+
+
+class DeviceReplyError(DeviceError):
+    """An answer that breaks the protocol or what ek-info announced (a field out of range, too many lines)."""
 
 
 # -- transports: read with timeout, write, close --------------------------------------------------------------
@@ -210,48 +222,77 @@ class Device:
         self.transport = transport
         self.timeout = timeout
         self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer already searched for a newline: each byte is searched once
+        self.consumed = 0  # bytes taken from the transport so far (lines and garbage)
+        self._start = 0  # `consumed` when the current command was sent
         self.skipped_lines = 0  # garbage seen (lines that are not m-/e- lines)
+        self.announced: DeviceInfo | None = None  # the last ek-info answer: later answers are checked against it
 
     # framing
 
-    def _next_line(self, deadline: float, timeout: float, during: str) -> str:
-        """The next protocol line (m-/e-), skipping garbage; DeviceError when the deadline passes."""
+    def _next_line(self, deadline: float, timeout: float, during: str, budget: int | None = None,
+                   note: str = "") -> str:
+        """The next protocol line (m-/e-), skipping garbage; DeviceError when the deadline passes or more than
+        `budget` bytes (counted in `consumed`) arrive. Linear: each byte is searched for a newline once."""
         while True:
-            newline = self._buffer.find(b"\n")
+            newline = self._buffer.find(b"\n", self._scanned)
             if newline >= 0:
                 raw = bytes(self._buffer[:newline])
-                del self._buffer[:newline + 1]
+                del self._buffer[:newline + 1]  # CPython drops a bytearray's prefix without moving the rest
+                self._scanned = 0
+                self.consumed += newline + 1
                 line = _clean(raw)
                 if line is not None:
                     return line
                 self.skipped_lines += 1
                 continue
+            self._scanned = len(self._buffer)
             if len(self._buffer) > MAX_LINE:
+                self.consumed += len(self._buffer)
                 self._buffer.clear()  # a flood without newlines: drop it, keep waiting for real lines
+                self._scanned = 0
                 self.skipped_lines += 1
+            if budget is not None and self.consumed + len(self._buffer) > budget:
+                raise DeviceReplyError(f"{self.transport.description} sent more than {_size(budget - self._start)} "
+                                       f"in answer to {during}; expected a shorter answer (docs/protocol.md, Limits)")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DeviceTimeout(f"no answer from {self.transport.description} to {during} within "
-                                  f"{timeout:g} s; expected lines ending with m-ready")
+                                    f"{timeout:g} s{note}; expected lines ending with m-ready")
             self._buffer += self.transport.read(min(left, 0.25))
 
-    def command(self, text: str, timeout: float | None = None, check: bool = True) -> list[str]:
-        """Send `text%` and return the answer lines before `m-ready`; raise on e-[...] lines when `check`."""
+    def command(self, text: str, timeout: float | None = None, check: bool = True, max_lines: int = REPLY_LINES,
+                max_bytes: int = REPLY_BYTES, note: str = "", stages: dict | None = None) -> list[str]:
+        """Send `text%` and return the answer lines before `m-ready`; raise on e-[...] lines when `check`.
+
+        At most `max_lines` protocol lines and `max_bytes` bytes (garbage included) are accepted. `stages` maps a
+        line prefix to (seconds, note): such a line restarts the deadline (the phases of `infer`); `note` says
+        in the timeout's error line what the seconds are for.
+        """
         if "%" in text or len(text) + 1 > CMD_MAX:
             raise DeviceError(f"command '{text[:32]}' is not a valid device command")
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         during = f"'{_describe(text)}'"
         self.transport.write(text.encode("ascii") + b"%")
+        self._start = self.consumed
+        budget = self.consumed + max_bytes
         lines = []
         while True:
-            line = self._next_line(deadline, timeout, during)
+            line = self._next_line(deadline, timeout, during, budget, note)
             if line == "m-ready":
                 break
             if line == "m-init-done":
                 raise DeviceError(f"{self.transport.description} reset during {during} (it printed m-init-done "
                                   "again); check its power supply, stack size and watchdog")
             lines.append(line)
+            if len(lines) > max_lines:
+                raise DeviceReplyError(f"{self.transport.description} sent more than {max_lines} lines in answer "
+                                       f"to {during}; expected at most {max_lines} (docs/protocol.md, Limits)")
+            for prefix, (seconds, what) in (stages or {}).items():
+                if line.startswith(prefix):
+                    timeout, note = seconds, what
+                    deadline = time.monotonic() + timeout
         errors = [line for line in lines if line.startswith("e-")]
         if check and errors:
             raise DeviceError(f"{self.transport.description} answered {during} with {_error_text(errors[0])}")
@@ -291,34 +332,46 @@ class Device:
     def _drain(self, quiet: float = 0.05, limit: float = 1.0) -> None:
         """Drop what arrives until the line is quiet, so a stale answer cannot be taken for the next one."""
         end = time.monotonic() + limit
+        self.consumed += len(self._buffer)
         self._buffer.clear()
+        self._scanned = 0
         while time.monotonic() < end and self.transport.read(quiet):
             pass
 
     # commands
 
     def info(self) -> DeviceInfo:
+        """ek-info, checked: sizes and counts are whole numbers in the protocol's ranges, each key once."""
         info = DeviceInfo()
+        seen = set()
         for line in self.command("ek-info"):
             body = _strip_prefix(line, "m-ek-info-")
             if body is None:
                 continue
             key, _, value = body.partition("-")
+            if key in seen:
+                raise DeviceReplyError(f"{self.transport.description} sent ek-info {key} twice; expected each "
+                                       "ek-info line once")
+            seen.add(key)
             if key == "backend":
                 info.backend = value
             elif key in ("input", "output"):
                 size, _, kind = value.partition("-")
-                setattr(info, f"{key}_bytes", _int(size, line))
+                setattr(info, f"{key}_bytes", _number(size, f"ek-info {key} bytes", line, U32_MAX))
+                if kind not in TYPE_BYTES:
+                    raise DeviceReplyError(f"ek-info {key} type is '{kind[:16]}' (line '{line[:80]}'); expected "
+                                           f"one of {', '.join(TYPE_BYTES)}")
                 setattr(info, f"{key}_type", kind)
             elif key == "layers":
-                info.layers = _int(value, line)
+                info.layers = _number(value, "ek-info layers", line, MAX_LAYERS)
             elif key == "tps":
-                info.ticks_per_second = _int(value, line)
+                info.ticks_per_second = _number(value, "ek-info tps", line, U32_MAX)
             else:
                 info.extra[key] = value
         if not info.input_bytes:
             raise DeviceError(f"{self.transport.description} did not report its input size (ek-info); "
                               "expected an edgekit application")
+        self.announced = info
         return info
 
     def identity(self) -> dict:
@@ -338,12 +391,16 @@ class Device:
             body = _strip_prefix(line, "m-ek-mem-")
             if body is None:
                 continue
-            if body.startswith("arena-used-"):
-                memory["arena_used"] = _int(body[len("arena-used-"):], line)
-            elif body.startswith("arena-"):
-                memory["arena"] = _int(body[len("arena-"):], line)
-            elif body.startswith("stack-"):
-                memory["stack"] = _int(body[len("stack-"):], line)
+            for key, prefix in (("arena_used", "arena-used-"), ("arena", "arena-"), ("stack", "stack-")):
+                if body.startswith(prefix):
+                    if memory[key] is not None:
+                        raise DeviceReplyError(f"{self.transport.description} sent ek-mem {prefix[:-1]} twice; "
+                                               "expected each ek-mem line once")
+                    memory[key] = _number(body[len(prefix):], f"ek-mem {prefix[:-1]} bytes", line)
+                    break
+        if memory["arena"] and memory["arena_used"] is not None and memory["arena_used"] > memory["arena"]:
+            raise DeviceReplyError(f"ek-mem arena-used is {memory['arena_used']} bytes, more than the "
+                                   f"{memory['arena']} bytes of the arena; expected at most the arena's size")
         return memory
 
     def load_input(self, data: bytes, chunk: int = UPLOAD_CHUNK, on_chunk=None) -> None:
@@ -362,17 +419,45 @@ class Device:
             raise DeviceError(f"{self.transport.description} did not confirm the upload of {len(data)} bytes "
                               "(no m-load-done)")
 
-    def infer(self, runs: int = 1, warmup: int = 0, timeout: float | None = None) -> Inference:
-        lines = self.command(f"infer {int(runs)} {int(warmup)}", timeout=timeout)
-        laps = [_int(line[len("m-lap-us-"):], line) for line in lines if line.startswith("m-lap-us-")]
+    def infer(self, runs: int = 1, warmup: int = 0, timeout: float | None = None,
+              per_inference: float | None = None, floor: float = COMMAND_TIMEOUT, basis: str = "") -> Inference:
+        """`infer N W`. With `per_inference` (seconds), each phase has its own deadline: the W warm-ups until
+        m-warmup-done, the N timed runs from m-infer-start-N, each max(floor, count x per_inference); so a
+        device that hangs in its first inference is given up on after one phase, not after W + N inferences.
+        `basis` says in the timeout's error line where the seconds come from ("0.2 s each: ..."). Without it, `timeout` (default
+        the device's) bounds the whole answer."""
+        runs, warmup = int(runs), int(warmup)
+        stages, note = None, ""
+        if per_inference is not None:
+            each = basis or f"{per_inference:.3g} s each"
+
+            def phase(count: int, kind: str) -> tuple[float, str]:
+                seconds = max(floor, count * per_inference)
+                least = f", at least {floor:g} s" if count * per_inference < floor else ""
+                return seconds, f" for {count} {kind} inference{'s' * (count != 1)} ({each}{least})"
+
+            warm, note = phase(warmup, "warm-up")
+            stages = {"m-warmup-start-": (warm, note), "m-infer-start-": phase(runs, "timed")}
+            timeout = warm
+        lines = self.command(f"infer {runs} {warmup}", timeout=timeout, max_bytes=self._output_reply_bytes(),
+                             note=note, stages=stages)
+        laps = [_number(line[len("m-lap-us-"):], "m-lap-us", line, U32_MAX)
+                for line in lines if line.startswith("m-lap-us-")]
         if "m-infer-done" not in lines:
             raise DeviceError(f"{self.transport.description} did not finish 'infer {runs} {warmup}' "
                               "(no m-infer-done)")
+        if len(laps) > 2:
+            raise DeviceReplyError(f"{self.transport.description} sent {len(laps)} m-lap-us lines to "
+                                   f"'infer {runs} {warmup}'; expected 2")
         lap = (laps[-1] - laps[0]) % (1 << 32) if len(laps) >= 2 else None
         results = []
         for line in lines:
             if line.startswith("m-results-"):
                 results = _int_list(line[len("m-results-"):], line)
+        elements = self._output_elements()
+        if results and elements is not None and len(results) != elements:
+            raise DeviceReplyError(f"m-results lists {len(results)} values; expected {elements}, the output "
+                                   "elements ek-info announced")
         return Inference(runs, lap, results)
 
     def ticks(self) -> tuple[int, int]:
@@ -381,28 +466,68 @@ class Device:
             body = _strip_prefix(line, "m-ek-ticks-")
             if body is not None:
                 ticks, _, runs = body.partition("-")
-                return _int(ticks, line), _int(runs, line)
+                return _number(ticks, "ek-ticks ticks", line), _number(runs, "ek-ticks runs", line, U32_MAX)
         raise DeviceError(f"{self.transport.description} did not answer ek-ticks")
 
     def layers(self) -> list[tuple[int, str, int]]:
-        """[(index, op name, ticks)] of the last inference."""
+        """[(index, op name, ticks)] of the last inference, checked against ek-info: indices below the layers
+        announced, each once, all or none of them. At most announced + LAYER_LINE_SLACK lines are read."""
+        announced = self.announced.layers if self.announced else None
+        cap = (MAX_LAYERS if announced is None else announced) + LAYER_LINE_SLACK
         layers = []
-        for line in self.command("ek-layers"):
-            match = re.fullmatch(r"m-ek-layer-(\d+)-(.+)-(\d+)", line)
-            if match:
-                layers.append((int(match.group(1)), match.group(2), int(match.group(3))))
+        seen = set()
+        for line in self.command("ek-layers", max_lines=cap, max_bytes=REPLY_BYTES + cap * LAYER_LINE_BYTES):
+            body = _strip_prefix(line, "m-ek-layer-")
+            if body is None:
+                continue
+            index, _, rest = body.partition("-")
+            name, _, ticks = rest.rpartition("-")
+            index = _number(index, "ek-layer index", line, MAX_LAYERS - 1)
+            if name.endswith("-") or not name:  # 'NAME--5': negative ticks; nothing between the dashes
+                raise DeviceReplyError(f"ek-layer ticks or name is not readable in line '{line[:80]}'; expected "
+                                       "m-ek-layer-<index>-<op name>-<ticks>")
+            ticks = _number(ticks, "ek-layer ticks", line)
+            if announced is not None and index >= announced:
+                raise DeviceReplyError(f"ek-layer index {index} is out of range: ek-info announced {announced} "
+                                       f"layers (0..{announced - 1})")
+            if index in seen:
+                raise DeviceReplyError(f"ek-layer index {index} appears twice in the answer to ek-layers; "
+                                       "expected each layer once")
+            seen.add(index)
+            layers.append((index, name, ticks))
+        if layers and announced is not None and len(layers) != announced:
+            raise DeviceReplyError(f"ek-layers listed {len(layers)} layers; expected the {announced} layers "
+                                   "ek-info announced")
         return layers
 
     def output(self) -> bytes:
-        """The raw bytes of the output tensor of the last inference (ek-out)."""
-        for line in self.command("ek-out"):
+        """The raw bytes of the output tensor of the last inference (ek-out), as many as ek-info announced."""
+        for line in self.command("ek-out", max_bytes=self._output_reply_bytes()):
             body = _strip_prefix(line, "m-ek-out-")
             if body is not None:
                 try:
-                    return bytes.fromhex(body)
+                    data = bytes.fromhex(body)
                 except ValueError:
-                    raise DeviceError(f"{self.transport.description} sent an ek-out line that is not hex") from None
+                    raise DeviceReplyError(f"{self.transport.description} sent an ek-out line that is not hex") \
+                        from None
+                expected = self.announced.output_bytes if self.announced else None
+                if expected and len(data) != expected:
+                    raise DeviceReplyError(f"ek-out has {len(data)} bytes; expected {expected}, the output bytes "
+                                           "ek-info announced")
+                return data
         raise DeviceError(f"{self.transport.description} did not answer ek-out")
+
+    def _output_elements(self) -> int | None:
+        info = self.announced
+        if info is None or not info.output_bytes or info.output_type not in TYPE_BYTES:
+            return None
+        return info.output_bytes // TYPE_BYTES[info.output_type]
+
+    def _output_reply_bytes(self) -> int:
+        """Bytes an answer carrying the output may have: ek-out's hex, or m-results' decimals (f32: ~15 a value)."""
+        if self.announced is None or not self.announced.output_bytes:
+            return MAX_LINE + REPLY_BYTES
+        return min(MAX_LINE, 16 * self.announced.output_bytes) + REPLY_BYTES
 
     def close(self) -> None:
         self.transport.close()
@@ -421,11 +546,22 @@ def _strip_prefix(line: str, prefix: str) -> str | None:
     return line[len(prefix):] if line.startswith(prefix) else None
 
 
-def _int(text: str, line: str) -> int:
-    try:
+_DECIMAL = re.compile(r"[0-9]{1,20}")  # what out_u64 prints: no sign, no spaces, at most 20 digits
+
+
+def _number(text: str, name: str, line: str, maximum: int = U64_MAX) -> int:
+    """A whole number the device printed with out_u64, in 0..maximum, or one line naming the field."""
+    if _DECIMAL.fullmatch(text) and int(text) <= maximum:
         return int(text)
-    except ValueError:
-        raise DeviceError(f"cannot read the number in the device's line '{line[:80]}'") from None
+    shown = text if len(text) <= 24 else text[:24] + "..."
+    why = ("negative" if text.startswith("-") else "too large" if _DECIMAL.fullmatch(text) or text.isdigit()
+           else "not a whole number")
+    raise DeviceReplyError(f"{name} is {why}: '{shown}' (line '{line[:60]}'); expected a whole number from 0 to "
+                           f"{maximum}")
+
+
+def _size(count: int) -> str:
+    return f"{count:,} bytes"
 
 
 def _int_list(text: str, line: str) -> list[int]:
@@ -433,9 +569,12 @@ def _int_list(text: str, line: str) -> list[int]:
     if not text:
         return []
     try:
-        return [int(round(float(v))) if "." in v else int(v) for v in text.split(",")]
-    except ValueError:
-        raise DeviceError(f"cannot read the results in the device's line '{line[:80]}'") from None
+        values = [int(round(float(v))) if "." in v else int(v) for v in text.split(",")]
+    except (ValueError, OverflowError):  # not a number, nan, inf
+        raise DeviceReplyError(f"m-results is not a list of numbers (line '{line[:80]}')") from None
+    if any(abs(v) > U64_MAX for v in values):
+        raise DeviceReplyError(f"m-results has a value out of range (line '{line[:80]}'); expected the output's values")
+    return values
 
 
 def _describe(command: str) -> str:

@@ -25,15 +25,24 @@ from edgekit.flash import image_flash_bytes, load_build, open_device
 
 DEFAULT_RUNS = 10
 MAX_DATA_SAMPLES = 50  # default number of --data samples run on the device
-FIRST_INFER_TIMEOUT = 120.0  # seconds for the first (warm-up + timed) inference; later ones scale from it
+# Time allowed for an inference before the device is given up on (the first `infer`; later ones get ten times the
+# measured time): the model's MACs at a pessimistic CYCLES_PER_MAC on the board's clock, never under INFER_FLOOR
+# seconds per phase (warm-ups, timed runs). Emulated boards run at QEMU's speed, not the board's clock.
+CYCLES_PER_MAC = 50  # TFLite Micro's reference kernels take ~10-30 on a Cortex-M; the native kernels ~2-5
+EMULATED_INSTRUCTIONS_PER_SECOND = 500e6  # QEMU with -icount shift=0 on a CI machine
+HOST_CYCLES_PER_SECOND = 1e9  # the host board (clock_hz = 0)
+INFER_FLOOR = 5.0  # seconds: the least a phase of `infer` is given
+UNKNOWN_MACS_SECONDS = 60.0  # per inference when the MACs cannot be counted
+MEASURED_MARGIN = 10  # later inferences may take this many times the first one's duration
+HOST_CLOCK_MARGIN = 10  # device time over host time accepted (an emulator's virtual time may run ahead)
 
 
 def profile_build(build_dir, runs: int | None = None, data=None, port: str | None = None, runner: str | None = None,
                   plot=None, seed: int = 0, progress=None, timeout: float | None = None) -> dict:
     """Profile the build on its device and return the report (the --json document).
 
-    `timeout`: seconds allowed for each inference of the first `infer` (its warm-up included); later ones get ten
-    times the measured duration.
+    `timeout`: seconds allowed for each inference of the first `infer` (instead of the estimate from the MACs and
+    the board's clock, see inference_budget); later ones get ten times the measured duration.
     """
     from edgekit.tflite_model import load_tflite
 
@@ -70,29 +79,34 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         if running and expected and running != expected:
             raise EdgekitError(f"the device runs model '{running}' but the build is '{expected}'; flash it first "
                                "(edgekit flash)")
-        if info.input_bytes != tin.nbytes or (info.output_bytes and info.output_bytes != tout.nbytes):
-            raise EdgekitError(f"the device runs a different model (input {info.input_bytes} bytes, output "
-                               f"{info.output_bytes}); the build expects {tin.nbytes} and {tout.nbytes}: "
-                               "flash it first")
-        memory = device.memory()
-        per_inference = None  # seconds, measured by the first `infer`
+        _check_info(info, tin, tout, len(graph.operators), info.backend or build.manifest.get("backend"))
+        memory = _checked_memory(device.memory(), build.board)
+        tps = _ticks_per_second(info, build.board)
+        if timeout:
+            per_inference, floor, basis = timeout, timeout, f"--timeout {timeout:g} s each"
+        else:
+            per_inference, basis = inference_budget(build.board, _macs(build))
+            floor = INFER_FLOOR
+        measured = None  # seconds per inference, from the first `infer`
         for sample, count in enumerate(_runs_per_input(runs, used)):
             warmup = 1 if sample == 0 else 0
             device.load_input(inputs[sample].tobytes())
             started = time.monotonic()
-            allowed = ((timeout or FIRST_INFER_TIMEOUT) if per_inference is None else
-                       max(5.0, 10 * per_inference)) * (count + warmup)
-            device.infer(count, warmup, timeout=allowed)
-            if per_inference is None:
-                per_inference = (time.monotonic() - started) / (count + warmup)
-            ticks, timed = device.ticks()
-            record = {"sample": sample, "ticks": ticks / max(timed, 1), "layers": device.layers(),
+            device.infer(count, warmup, per_inference=per_inference, floor=floor, basis=basis)
+            elapsed = time.monotonic() - started
+            if measured is None:
+                measured = elapsed / (count + warmup)
+                per_inference = MEASURED_MARGIN * measured
+                basis = f"{per_inference:.3g} s each: {MEASURED_MARGIN}x the first inference's {measured:.3g} s"
+            ticks = _checked_ticks(device.ticks(), count, elapsed, tps)
+            layers = _checked_layers(device.layers(), ticks)
+            record = {"sample": sample, "ticks": ticks / count, "layers": layers,
                       "output": np.frombuffer(device.output(), dtype=tout.dtype).copy()}
             records += [record] * count  # each timed inference, at their mean
             if progress:
                 progress.advance(task, count)
         # the input survives inference: one more of the last input, not uploaded again, ends the same way
-        device.infer(1, 0, timeout=max(5.0, 10 * per_inference))
+        device.infer(1, 0, per_inference=per_inference, floor=floor, basis=basis)
         again = np.frombuffer(device.output(), dtype=tout.dtype)
         deterministic = bool(np.array_equal(again, records[-1]["output"]))
 
@@ -103,6 +117,79 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         plot_layers(report, plot)
         report["plot"] = str(plot)
     return report
+
+
+def inference_budget(board, macs) -> tuple[float, str]:
+    """(seconds one inference may take, how that was found): the MACs at CYCLES_PER_MAC on the board's clock (QEMU's
+    speed for emulated boards, the host's for the host board)."""
+    if not macs:
+        return UNKNOWN_MACS_SECONDS, f"{UNKNOWN_MACS_SECONDS:g} s each: the MACs are unknown"
+    if board.emulated:
+        rate, where = EMULATED_INSTRUCTIONS_PER_SECOND, "emulated"
+    elif board.clock_hz:
+        rate, where = float(board.clock_hz), board.name
+    else:
+        rate, where = HOST_CYCLES_PER_SECOND, board.name
+    seconds = macs * CYCLES_PER_MAC / rate
+    return seconds, f"{seconds:.3g} s each: {macs:,} MACs x {CYCLES_PER_MAC} cycles at {rate / 1e6:g} MHz, {where}"
+
+
+# -- checks of the device's answers against the model, ek-info and the board --------------------------------------
+
+
+def _check_info(info, tin, tout, operators: int, backend: str | None) -> None:
+    """ek-info describes the model of this build: input and output sizes, and its layers: one per operator for
+    TFLite Micro, at most that for the native backend (views such as RESHAPE run nothing)."""
+    if info.input_bytes != tin.nbytes or info.output_bytes != tout.nbytes:
+        raise EdgekitError(f"the device runs a different model (ek-info input {info.input_bytes} bytes, output "
+                           f"{info.output_bytes}); the build expects {tin.nbytes} and {tout.nbytes}: "
+                           "flash it first")
+    if info.layers > operators:
+        raise EdgekitError(f"the device runs a different model (ek-info layers {info.layers}, more than the "
+                           f"{operators} operators of the build's model): flash it first")
+    if backend == "tflm" and info.layers != operators:
+        raise EdgekitError(f"the device runs a different model (ek-info layers {info.layers}; TFLite Micro runs "
+                           f"each of the build's {operators} operators): flash it first")
+
+
+def _checked_memory(memory: dict, board) -> dict:
+    """ek-mem within the board: the arena in its RAM (and PSRAM), the stack in its RAM."""
+    limits = {"arena": board.ram_bytes + board.psram_bytes, "arena_used": board.ram_bytes + board.psram_bytes,
+              "stack": board.ram_bytes}
+    for key, limit in limits.items():
+        value = memory.get(key)
+        if value is not None and limit and value > limit:
+            where = "RAM and PSRAM" if key != "stack" else "RAM"
+            raise EdgekitError(f"the device reported ek-mem {key.replace('_', '-')} {value:,} bytes, more than the "
+                               f"{limit:,} bytes of {board.name}'s {where}; expected at most that")
+    return memory
+
+
+def _ticks_per_second(info, board) -> int:
+    return info.ticks_per_second or int(board.emulator.get("systick_hz", 0)) or 1_000_000
+
+
+def _checked_ticks(answer: tuple[int, int], runs: int, elapsed: float, tps: int) -> int:
+    """The ticks of the `runs` timed inferences just run: for that many runs, and no more time than the host saw
+    pass (HOST_CLOCK_MARGIN times, plus a second: an emulator's virtual time may run ahead of the host's)."""
+    ticks, timed = answer
+    if timed != runs:
+        raise EdgekitError(f"the device reported ek-ticks for {timed} runs after 'infer {runs}'; expected {runs}")
+    seconds = ticks / tps
+    if seconds > HOST_CLOCK_MARGIN * elapsed + 1.0:
+        raise EdgekitError(f"the device reported ek-ticks {ticks:,} ({seconds:.3g} s at {tps:,} ticks/s) for "
+                           f"{runs} inference{'s' * (runs != 1)} that took {elapsed:.3g} s on the host; expected "
+                           f"at most {HOST_CLOCK_MARGIN}x that")
+    return ticks
+
+
+def _checked_layers(layers: list, ticks: int) -> list:
+    """The layers of the last inference fit in the ticks of the timed runs (they ran inside them, same clock)."""
+    total = sum(t for _, _, t in layers)
+    if total > ticks + len(layers):
+        raise EdgekitError(f"the device reported ek-layers ticks summing to {total:,}, more than the {ticks:,} "
+                           "ticks of the timed runs (ek-ticks); expected at most that")
+    return layers
 
 
 def _runs_per_input(runs: int, inputs: int) -> list[int]:
@@ -190,7 +277,7 @@ def _stats(values) -> dict:
 
 def _report(build, info, memory, records, reference, labels, tout) -> dict:
     board = build.board
-    tps = info.ticks_per_second or int(board.emulator.get("systick_hz", 0)) or 1_000_000
+    tps = _ticks_per_second(info, board)
     ticks = np.array([r["ticks"] for r in records], dtype=np.float64)
     report = {
         "board": board.name, "backend": info.backend or build.manifest.get("backend"),
@@ -272,13 +359,20 @@ def _validation(records, reference, labels, tout) -> dict:
 
 
 def _layers(records, tps, emulated) -> list[dict]:
-    """Median time of each layer over the runs."""
+    """Median time of each layer over the runs (linear in layers x runs: a device may report thousands)."""
     if not records or not records[0]["layers"]:
         return []
+    first = records[0]["layers"]
+    column = {index: position for position, (index, _, _) in enumerate(first)}
+    table = np.full((len(records), len(first)), np.nan)
+    for row, record in enumerate(records):
+        for index, _, t in record["layers"]:
+            if index in column:
+                table[row, column[index]] = t
+    medians = np.nanmedian(table, axis=0)  # record 0 fills every column
     rows = []
-    for index, op, _ in records[0]["layers"]:
-        ticks = [t for r in records for (i, _, t) in r["layers"] if i == index]
-        median = float(np.median(ticks))
+    for (index, op, _), median in zip(first, medians):
+        median = float(median)
         row = {"index": index, "op": op, "ticks": int(round(median)), "us": median * 1e6 / tps}
         if emulated:
             row["instructions"] = int(round(median * 1e9 / tps))

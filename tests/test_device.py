@@ -28,14 +28,14 @@ class Simulator:
     def __init__(self, model_bytes: bytes | None = None, faults=(), input_bytes: int = 40, output_bytes: int = 4):
         self.faults = set(faults)
         self.model_bytes = model_bytes
-        self.layers = [("FULLY_CONNECTED", 700), ("SOFTMAX", 300)]
+        self.layers = [("FULLY_CONNECTED", 600), ("SOFTMAX", 300)]  # ticks inside an inference's 1000+
         if model_bytes is not None:
             from edgekit.tflite_model import parse_tflite
 
             graph = parse_tflite(model_bytes)
             self.input_tensor, self.output_tensor = graph.input_tensors()[0], graph.output_tensors()[0]
             input_bytes, output_bytes = self.input_tensor.nbytes, self.output_tensor.nbytes
-            self.layers = [(op.opcode, 100 + 10 * i) for i, op in enumerate(graph.operators)]
+            self.layers = [(op.opcode, 20 + i) for i, op in enumerate(graph.operators)]
         self.input_bytes, self.output_bytes = input_bytes, output_bytes
         self.input = bytearray(input_bytes)
         self.expected = 0

@@ -15,8 +15,8 @@ from edgekit.console import fmt, json_option, print_json, progress, stdout_conso
 @click.option("--runner", help="Runner that starts the device (emulated/host boards), instead of the board's.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a per-layer latency bar chart (PNG).")
 @click.option("--timeout", type=click.FloatRange(min=0.1),
-              help="Seconds to wait for each inference of the first input (default 120); later ones get 10x "
-                   "the measured duration.")
+              help="Seconds to allow each inference of the first input (default: the model's MACs at 50 cycles "
+                   "each on the board's clock, at least 5 s per phase); later ones get 10x the measured duration.")
 @json_option
 def command(build_dir, port, runs, data, runner, plot, timeout, as_json):
     """Measure latency, memory and output agreement of the build in BUILD_DIR on its device.
