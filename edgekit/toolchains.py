@@ -45,11 +45,18 @@ def detect(family: str, env: dict | None = None) -> Toolchain:
             return Toolchain(family, False, missing="arduino-cli not found: install it and the board's core")
         return Toolchain(family, True, {"arduino-cli": cli})
     if family in ("cmake-arm", "pico-sdk"):
-        programs = {name: shutil.which(name) for name in ("cmake", "arm-none-eabi-gcc", "arm-none-eabi-size")}
+        programs = {name: shutil.which(name) for name in ("cmake", "arm-none-eabi-gcc", "arm-none-eabi-g++",
+                                                          "arm-none-eabi-size")}
         absent = [name for name, path in programs.items() if path is None]
         if absent:
             return Toolchain(family, False, missing=f"{', '.join(absent)} not found: apt-get install cmake "
-                                                    f"gcc-arm-none-eabi libnewlib-arm-none-eabi")
+                                                    f"gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                                                    f"libstdc++-arm-none-eabi-newlib")
+        if not _has_cxx_library(programs["arm-none-eabi-g++"]):
+            return Toolchain(family, False, programs,
+                             missing="arm-none-eabi-g++ has no C++ standard library (<vector> not found), which "
+                                     "TFLite Micro needs: apt-get install libstdc++-arm-none-eabi-newlib (or "
+                                     "bash scripts/setup.sh --tflm)")
         if family == "cmake-arm":
             if not _tflm_tree(env.get("TFLM_DIR")):
                 return Toolchain(family, False, programs, missing="no TFLite Micro tree: set TFLM_DIR to one made "
@@ -62,6 +69,16 @@ def detect(family: str, env: dict | None = None) -> Toolchain:
             return Toolchain(family, False, programs, missing="no pico-tflmicro: set PICO_TFLMICRO_PATH")
         return Toolchain(family, True, {**programs, "PICO_SDK_PATH": sdk, "PICO_TFLMICRO_PATH": tflmicro})
     return Toolchain(family, False, missing=f"no known toolchain for '{family}' projects")
+
+
+def _has_cxx_library(gxx: str) -> bool:
+    """Whether the Arm C++ compiler finds its standard headers (Debian ships them in a separate, large package)."""
+    try:
+        done = subprocess.run([gxx, "-x", "c++", "-E", "-o", os.devnull, "-"], input="#include <vector>\n",
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 @dataclass

@@ -227,3 +227,102 @@ def test_every_family_passes_the_edgekit_version_to_the_app(rendered):
         else:
             assert f'"{define}"' in (folder / build_files[project.family]).read_text(), (model, board)
     assert seen == set(FAMILIES)
+
+
+def _one_board_per_family(rendered):
+    seen = {}
+    for (model, board), value in rendered.items():
+        seen.setdefault((model, value[1].family), value)
+    return seen
+
+
+def test_quantization_scales_are_float_literals_that_cxx_compiles(rendered, tmp_path):
+    """An integral scale once rendered as `1f`, which C++ reads as a user-defined literal (IC failed)."""
+    for (model, family), (graph, project, folder) in _one_board_per_family(rendered).items():
+        src = _source_dir(project, folder)
+        settings = (src / "model_settings.h").read_text()
+        for name in ("EK_INPUT_SCALE", "EK_OUTPUT_SCALE"):
+            literal = re.search(rf"#define {name} (\S+)", settings).group(1)
+            assert re.fullmatch(r"-?\d+\.\d+(e-?\d+)?f", literal), (model, family, literal)
+        probe = tmp_path / f"{model}-{family}.cc"
+        probe.write_text('#include "model_settings.h"\nfloat s[] = {EK_INPUT_SCALE, EK_OUTPUT_SCALE};\n')
+        subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Werror", "-I", str(src), str(probe)], check=True)
+
+
+def test_c_float_round_trips_and_always_has_a_decimal_point():
+    import numpy as np
+
+    from edgekit.codegen.common import c_float
+
+    for value in (1.0, 0.0, 2.0, 256.0, 0.00390625, 1e-9, 3.4e38, float(np.float32(0.1))):
+        text = c_float(value)
+        assert "." in text and text.endswith("f")
+        assert np.float32(float(text[:-1])) == np.float32(value)
+    with pytest.raises(EdgekitError):
+        c_float(float("nan"))
+
+
+def test_cmake_arm_tree_commands_use_tflite_micros_target_arch_names(rendered):
+    from edgekit.codegen.tflm import tflm_target_arch
+
+    for (model, board), (graph, project, folder) in rendered.items():
+        if project.family != "cmake-arm":
+            continue
+        arch = tflm_target_arch(all_boards()[board])
+        readme, cmake = (folder / "README.md").read_text(), (folder / "CMakeLists.txt").read_text()
+        assert f"TARGET_ARCH={arch} " in readme and f"TARGET_ARCH={arch} " in cmake
+        # the names TFLite Micro's cortex_m_generic makefile accepts
+        assert re.fullmatch(r"cortex-m(0plus|3|4|4\+fp|7|7\+fp|33|55)", arch), arch
+    assert tflm_target_arch(all_boards()["nucleo-l4r5zi"]) == "cortex-m4+fp"
+
+
+def test_cmake_arm_compiles_tflite_micro_with_ndebug_and_its_profiler_hooks(rendered):
+    for (model, board), (graph, project, folder) in rendered.items():
+        if project.family != "cmake-arm":
+            continue
+        cmake = (folder / "CMakeLists.txt").read_text()
+        definitions = re.search(r"^target_compile_definitions\(tflm PUBLIC ([^)]*)\)", cmake, re.M).group(1).split()
+        assert "NDEBUG" in definitions  # reference kernels run several times slower with assertions
+        for line in re.findall(r"^(?:target_compile_definitions|add_compile_definitions|add_definitions)\(.*$", cmake,
+                               re.M):
+            assert "TF_LITE_STRIP_ERROR_STRINGS" not in line  # it compiles out the per-operator profiler hook
+
+
+def test_fetched_tflite_micro_commit_is_on_upstream_main():
+    """The pin must be a commit of tensorflow/tflite-micro's main branch, not one from a pull request's refs."""
+    import os
+
+    from edgekit.codegen.tflm import TFLM_GIT_TAG
+
+    assert re.fullmatch(r"[0-9a-f]{40}", TFLM_GIT_TAG)
+    checkout = os.environ.get("TFLM_GIT_DIR")
+    if not checkout:
+        pytest.skip("set TFLM_GIT_DIR to a git clone of tensorflow/tflite-micro to check the pinned commit")
+    done = subprocess.run(["git", "-C", checkout, "merge-base", "--is-ancestor", TFLM_GIT_TAG, "main"])
+    assert done.returncode == 0, f"{TFLM_GIT_TAG} is not on main in {checkout}"
+
+
+def test_toolchain_probe_names_the_arm_cxx_library_when_it_is_missing(tmp_path):
+    """Without libstdc++-arm-none-eabi-newlib, TFLite Micro fails with 'fatal error: vector'; say so up front."""
+    import os
+
+    from edgekit.toolchains import _has_cxx_library, detect
+
+    assert _has_cxx_library(shutil.which("g++"))  # the host's C++ compiler has its library
+    tree = tmp_path / "tflm" / "tensorflow" / "lite" / "micro"
+    tree.mkdir(parents=True)
+    (tree / "micro_interpreter.h").write_text("")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for name in ("cmake", "arm-none-eabi-gcc", "arm-none-eabi-size"):
+        (shims / name).symlink_to(shutil.which("true"))
+    # a C++ compiler without its standard headers, as gcc-arm-none-eabi alone is
+    (shims / "arm-none-eabi-g++").write_text("#!/bin/sh\necho 'fatal error: vector: No such file' >&2\nexit 1\n")
+    (shims / "arm-none-eabi-g++").chmod(0o755)
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{shims}:{old_path}"
+    try:
+        found = detect("cmake-arm", {"TFLM_DIR": str(tmp_path / "tflm")})
+    finally:
+        os.environ["PATH"] = old_path
+    assert not found.found and "libstdc++-arm-none-eabi-newlib" in found.missing

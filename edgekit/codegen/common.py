@@ -10,6 +10,7 @@ import re
 import unicodedata
 from functools import cache
 
+from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_output_dir, atomic_write_bytes  # noqa: F401  (re-exported for generators)
 from edgekit.resources import templates_dir
 
@@ -51,6 +52,17 @@ def c_string(text: str) -> str:
         else:
             out.append("_")
     return '"' + "".join(out) + '"'
+
+
+def c_float(value) -> str:
+    """A float32 constant that C and C++ read back bit for bit, always with a decimal point ("1.0f", never
+    "1f", which C++ parses as a user-defined literal)."""
+    import numpy as np
+
+    value = np.float32(value)
+    if not np.isfinite(value):
+        raise EdgekitError("a quantization scale is not a finite number; expected a valid int8 model")
+    return repr(float(value)) + "f"
 
 
 def c_comment(text: str) -> str:

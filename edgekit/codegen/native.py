@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.codegen.common import atomic_write_bytes, c_comment, c_identifier, c_ints, c_string, render
+from edgekit.codegen.common import atomic_write_bytes, c_comment, c_float, c_identifier, c_ints, c_string, render
 from edgekit.errors import EdgekitError
 from edgekit.memory_plan import VIEW_OPS, MemoryPlan, plan_activations
 from edgekit.resources import templates_dir
@@ -247,7 +247,7 @@ class _Lowering:
         name = f"l{layer.index}_{suffix}"
         values = np.asarray(values).reshape(-1)
         if dtype == "float32":
-            body = "\n".join("  " + ", ".join(_c_float(v) for v in values[i:i + 8]) + ","
+            body = "\n".join("  " + ", ".join(c_float(v) for v in values[i:i + 8]) + ","
                              for i in range(0, len(values), 8))
         else:
             body = c_ints(values.astype(np.int64), per_line=16 if dtype == "int8" else 8)
@@ -436,7 +436,7 @@ class _Lowering:
         x, y = self.graph.tensors[op.inputs[0]], self.graph.tensors[op.outputs[0]]
         so, zo = self.quant(op.outputs[0])
         if x.dtype == "float32":
-            layer.calls.append(f"ek_quantize_f32_s8({y.size}, {_c_float(so)}, {zo}, "
+            layer.calls.append(f"ek_quantize_f32_s8({y.size}, {c_float(so)}, {zo}, "
                                f"{self.ptr(op.inputs[0], layer, 'float')}, {self.ptr(op.outputs[0], layer)});")
         else:
             si, zi = self.quant(op.inputs[0])
@@ -447,7 +447,7 @@ class _Lowering:
     def _dequantize(self, op, layer):
         x = self.graph.tensors[op.inputs[0]]
         si, zi = self.quant(op.inputs[0])
-        layer.calls.append(f"ek_dequantize_s8_f32({x.size}, {_c_float(si)}, {zi}, {self.ptr(op.inputs[0], layer)}, "
+        layer.calls.append(f"ek_dequantize_s8_f32({x.size}, {c_float(si)}, {zi}, {self.ptr(op.inputs[0], layer)}, "
                            f"{self.ptr(op.outputs[0], layer, 'float')});")
 
     def _mean(self, op, layer):
@@ -533,20 +533,12 @@ def _c_list(values) -> str:
     return "{" + ", ".join(str(int(v)) for v in values) + "}"
 
 
-def _c_float(value) -> str:
-    """A float32 constant that C reads back bit for bit (the shortest decimal that names it)."""
-    value = np.float32(value)
-    if not np.isfinite(value):
-        raise EdgekitError("a quantization scale is not a finite number; expected a valid int8 model")
-    return repr(float(value)) + "f"
-
-
 # ----------------------------------------------------------------------------------------------------------------
 
 def _tensor_info(graph: Graph, index: int, plan: MemoryPlan) -> dict:
     t = graph.tensors[index]
     scale, zp = (float(t.scale[0]), int(t.zero_point[0])) if t.is_quantized else (0.0, 0)
-    return {"type": _TYPE_ENUM[t.dtype], "bytes": t.nbytes, "elements": t.size, "scale": _c_float(scale),
+    return {"type": _TYPE_ENUM[t.dtype], "bytes": t.nbytes, "elements": t.size, "scale": c_float(scale),
             "zero_point": zp, "offset": plan.offset_of(index), "shape": list(t.shape), "dtype": t.dtype}
 
 

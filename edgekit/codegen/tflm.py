@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.codegen.common import atomic_output_dir, c_comment, c_identifier, c_string, render, safe_file_stem
+from edgekit.codegen.common import atomic_output_dir, c_comment, c_float, c_identifier, c_string, render, safe_file_stem
 from edgekit.errors import EdgekitError
 from edgekit.resources import templates_dir
 
@@ -184,7 +184,7 @@ def _tensor_ctx(t) -> dict:
     scale = float(t.scale[0]) if t.scale.size else 0.0
     zero_point = int(t.zero_point[0]) if t.zero_point.size else 0
     return {"name_comment": c_comment(t.name), "shape": list(t.shape), "dtype": t.dtype, "ek_type": _EK_TYPES[t.dtype],
-            "bytes": t.nbytes, "elements": t.size, "scale": f"{scale:.9g}f", "zero_point": zero_point,
+            "bytes": t.nbytes, "elements": t.size, "scale": c_float(scale), "zero_point": zero_point,
             "shape_text": "x".join(str(d) for d in t.shape) or "scalar"}
 
 
@@ -297,7 +297,7 @@ def _render_esp_idf(root: Path, ctx: dict, graph, written: list[str]) -> str:
 
 
 # A TFLite Micro commit fetched by -DEDGEKIT_FETCH_TFLM=ON (overridable with -DTFLM_GIT_TAG).
-TFLM_GIT_TAG = "e87d5ebb8b87df7aec46b7ac37adf9227352ed8d"
+TFLM_GIT_TAG = "90b983c2b3f1480642e040bbd2ddb37b998f3424"  # upstream main, 2026-08-20
 
 # edgekit core name -> TFLite Micro's TARGET_ARCH for cortex_m_generic
 _TFLM_TARGET_ARCH = {"cortex-m0plus": "cortex-m0plus", "cortex-m3": "cortex-m3", "cortex-m4": "cortex-m4",
@@ -308,6 +308,11 @@ _TFLM_TARGET_ARCH = {"cortex-m0plus": "cortex-m0plus", "cortex-m3": "cortex-m3",
 _EXT_RAM_BASE = {"STM32F746NG": 0xC0000000}
 
 CMAKE_ARM_STACK_BYTES = 8192
+
+
+def tflm_target_arch(board) -> str:
+    """TFLite Micro's TARGET_ARCH (its Makefile's spelling, e.g. cortex-m4+fp) for the board's core."""
+    return _TFLM_TARGET_ARCH.get(board.core, board.core)
 
 
 def _cmake_arm_context(ctx: dict) -> dict:
@@ -321,7 +326,7 @@ def _cmake_arm_context(ctx: dict) -> dict:
                                f"its external RAM is mapped; expected a smaller model or --arena-bytes")
         ext_ram = {"base": base, "bytes": board.psram_bytes}
     return dict(ctx, cpu_flags=" ".join(flags), mcu_macro=c_identifier(board.mcu, prefix="mcu"),
-                tflm_git_tag=TFLM_GIT_TAG, tflm_target_arch=_TFLM_TARGET_ARCH.get(board.core, board.core),
+                tflm_git_tag=TFLM_GIT_TAG, tflm_target_arch=tflm_target_arch(board),
                 stack_bytes=CMAKE_ARM_STACK_BYTES, flash_base=int(board.flash.get("flash_base", 0x08000000)),
                 ram_base=int(board.flash.get("ram_base", 0x20000000)), ext_ram=ext_ram)
 
@@ -390,8 +395,8 @@ def write_tflm_project(graph, board, root, arena_bytes: int | None = None,
     ctx = _context(graph, board, arena, in_psram, family)
     written: list[str] = []
     hint, image, extra = _RENDERERS[family](root, ctx, graph, written)
-    _write(root, "README.md", render("tflm/README.md.j2", build_hint=hint, expected_firmware=image, **ctx),
-           written)
+    _write(root, "README.md", render("tflm/README.md.j2", build_hint=hint, expected_firmware=image,
+                                     tflm_target_arch=tflm_target_arch(board), **ctx), written)
     return TflmProject(family=family, files=sorted(written), ops=ctx["ops"], arena=arena, arena_in_psram=in_psram,
                        project_name=ctx["project_name"], build_hint=hint, expected_firmware=image, extra=extra)
 
