@@ -31,6 +31,18 @@ def print_json(document) -> None:
     click.echo(json.dumps(document, indent=2, default=_jsonable, allow_nan=False))
 
 
+def print_error(message: str, kind: str, as_json: bool = False) -> None:
+    """The error contract: one line `error: ...` on stderr and, with --json, one JSON object on stdout.
+
+    kind: "input", "usage", "io", "device", "interrupted" or "internal" (see edgekit.errors).
+    """
+    line = " ".join(str(message).split())
+    prefix = "internal error" if kind == "internal" else "error"
+    click.echo(f"{prefix}: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": line, "kind": kind}))
+
+
 def stdout_console():
     from rich.console import Console
 

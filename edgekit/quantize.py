@@ -218,10 +218,15 @@ def _loaded(model_or_path):
 
 def _dataset_for(loaded, dataset):
     """The Dataset (read from a path if needed), checked against the model's input shape."""
-    from edgekit.data import Dataset, load_dataset
+    from edgekit.data import Dataset, check_labels, load_dataset
 
     shape = tuple(loaded.input_shape)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, input_shape=shape)
+    output_shape = loaded.output_shape
+    if isinstance(dataset, Dataset):
+        data = dataset
+        check_labels(data, output_shape)
+    else:
+        data = load_dataset(dataset, input_shape=shape, output_shape=output_shape)
     if data.sample_shape != shape:
         raise EdgekitError(f"data has samples of shape {data.sample_shape} but the model expects input of shape "
                            f"{shape}")
