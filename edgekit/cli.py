@@ -86,10 +86,12 @@ def main(argv=None):
         sys.exit(done.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", "interrupted", 130)
-    except OSError as error:  # the last line of defence: the places that write say more
-        from edgekit.fileio import io_error
+    except OSError as error:  # the last line of defence: the places that read or write say more
+        import errno
 
-        fail(str(io_error("a file", error, "use")), "io", 1)
+        reason = os.strerror(error.errno) if error.errno else (str(error) or type(error).__name__)
+        code = f" ({errno.errorcode.get(error.errno, error.errno)})" if error.errno else ""
+        fail(f"{error.filename}: {reason}{code}" if error.filename else f"{reason}{code}", "io", 1)
     except Exception as error:
         if os.environ.get("EDGEKIT_DEBUG") == "1":
             raise

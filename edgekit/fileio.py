@@ -50,9 +50,12 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def io_error(path, error: OSError, doing: str = "read") -> EdgekitError:
-    """One line for an OSError: the path, and what the errno means (os.strerror), never a traceback."""
-    where = error.filename if getattr(error, "filename", None) else path
+def io_error(path, error: OSError, doing: str = "read", *, exact: bool = False) -> EdgekitError:
+    """One line for an OSError: the path, and what the errno means (os.strerror), never a traceback.
+
+    exact: name `path` even when the error names another file (a temporary neighbour of the output).
+    """
+    where = error.filename if getattr(error, "filename", None) and not exact else path
     reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error) or type(error).__name__)
     return EdgekitError(f"cannot {doing} {where}: {reason}", kind="io")
 
@@ -146,7 +149,23 @@ def writing(path, doing: str = "write"):
     try:
         yield
     except OSError as error:
-        raise io_error(path, error, doing) from None
+        raise io_error(path, error, doing, exact=True) from None
+
+
+def check_output_file(path) -> Path:
+    """Fail before any work when a file could not be written at `path` (a folder there, a file as its parent)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgekitError(f"cannot write {path}: it is a folder; expected a file path", kind="io")
+    if path.exists() and not path.is_file():  # a rename would replace the device or FIFO itself
+        raise EdgekitError(f"cannot write {path}: it is {_kind(path.stat().st_mode)}; expected a regular file path",
+                           kind="io")
+    for ancestor in path.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise EdgekitError(f"cannot write {path}: {ancestor} is a file, not a folder", kind="io")
+            break
+    return path
 
 
 def _check_parent(path: Path) -> Path:
@@ -177,13 +196,15 @@ def atomic_output_dir(destination, *, overwrite: bool = True):
     parent = _check_parent(destination.absolute())
     with writing(destination, "create the folder"):
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=parent))
+    _staging_names[str(staging)] = str(destination)
     try:
         apply_umask(staging, folder=True)
         try:
             yield staging
         except OSError as error:  # name the file as it will be called, not its staging name
-            where = str(error.filename or destination).replace(str(staging), str(destination))
-            raise io_error(where, OSError(error.errno, error.strerror), "write") from None
+            names = [str(n) for n in (error.filename2, error.filename) if n and str(staging) in str(n)]
+            where = _final_name(names[0]) if names else _final_name(str(destination))
+            raise io_error(where, error, "write", exact=True) from None
         with writing(destination):
             if destination.exists():
                 trash = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=parent))
@@ -195,6 +216,23 @@ def atomic_output_dir(destination, *, overwrite: bool = True):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _staging_names.pop(str(staging), None)
+
+
+_staging_names: dict[str, str] = {}  # staging folder -> the output it becomes (nested stagings included)
+
+
+def _final_name(name: str) -> str:
+    """A path inside (possibly nested) staging folders, as it will be called once they are moved into place."""
+    for _ in range(len(_staging_names)):
+        for staging, destination in _staging_names.items():
+            if name == staging or name.startswith(staging + os.sep):
+                name = destination + name[len(staging):]
+                break
+        else:
+            break
+    return name
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -202,9 +240,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
     The file gets 0666 minus the umask (as open() would give), not mkstemp's 0600.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise EdgekitError(f"cannot write {path}: it is a folder; expected a file path", kind="io")
+    path = check_output_file(path)
     parent = _check_parent(path)
     with writing(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
