@@ -78,7 +78,7 @@ def main(argv=None):
     except EdgekitError as error:
         fail(str(error), error.kind, error.exit_code)
     except click.exceptions.Abort:
-        fail("aborted", "interrupted", 130)
+        fail("interrupted", "interrupted", 130)  # click turns Ctrl-C into Abort
     except click.ClickException as error:
         kind = "usage" if isinstance(error, click.UsageError) or error.exit_code == 2 else "input"
         fail(error.format_message(), kind, error.exit_code)
