@@ -130,7 +130,7 @@ def test_full_disk_leaves_nothing_half_written(kws, tmp_path):
     with tmpfs(tmp_path / "full", "size=4k") as full:
         one_line_error(edgekit("analyze", kws, "--plot", full / "layers.png"), "full/layers.png",
                        os.strerror(28))
-        one_line_error(edgekit("build", kws, "--board", "host", "--no-compile", "-o", full / "b"), "full/b",
+        one_line_error(edgekit("build", kws, "--board", "host", "--no-compile", "-o", full / "b"), str(full),
                        os.strerror(28))
         assert os.listdir(full) == []  # no staging folder, no temporary neighbour
 
