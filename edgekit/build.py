@@ -46,10 +46,10 @@ def _load_recipe(path):
 
 def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advance):
     """The graph of the int8 model: read as is, or optimized and quantized from a Keras model."""
-    from edgekit.tflite_model import parse_tflite, require_int8
+    from edgekit.tflite_model import load_tflite, parse_tflite, require_int8
 
     if model_path.suffix == ".tflite":
-        graph = parse_tflite(model_path.read_bytes(), name=model_path.stem)
+        graph = load_tflite(model_path)
         if not graph.is_fully_int8:
             from edgekit.quantize import float_io_boundary, remove_float_io
 
@@ -71,7 +71,8 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
     from edgekit.models import load_model
 
     loaded = load_model(model_path)
-    dataset = load_dataset(data)
+    # fitted to the model like quantize's: image/WAV folders are resized to its input, labels checked against it
+    dataset = load_dataset(data, input_shape=loaded.input_shape, output_shape=loaded.output_shape)
     steps = list(getattr(recipe, "optimize", None) or getattr(recipe, "steps", None) or []) if recipe else []
     optimize_report = None
     if steps:
@@ -91,11 +92,10 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
 
 def _quantize_stage(model_path: Path, model, data, recipe, stages: list, advance):
     """Quantize a Keras model (or a float .tflite, given by its path) to the fully int8 graph."""
-    from edgekit.data import load_dataset
     from edgekit.quantize import quantize
     from edgekit.tflite_model import parse_tflite, require_int8
 
-    dataset = load_dataset(data) if isinstance(data, (str, Path)) else data
+    dataset = data  # a Dataset, or a path that quantize reads fitted to the model's input
     advance("quantize")
     started = time.monotonic()
     options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}

@@ -55,25 +55,57 @@ def cli():
 
 
 def main(argv=None):
-    """Entry point: EdgekitError becomes one line on stderr and an exit code, never a traceback."""
+    """Entry point, and the error contract: every failure is one line on stderr and an exit code, never a traceback.
+
+    With --json the same error is also one JSON object on stdout, {"error": ..., "kind": ...}, so CI gets
+    something it can parse. Exit codes: 1 bad input, file system error or internal error; 2 usage; 130
+    interrupted. An unexpected exception is reported as an internal error unless EDGEKIT_DEBUG=1 asks for the
+    traceback.
+    """
+    import os
+
+    from edgekit.console import print_error
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(args)
+
+    def fail(message: str, kind: str, code: int):
+        print_error(message, kind, as_json)
+        sys.exit(code)
+
     try:
-        returned = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+        returned = cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except EdgekitError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)
+        fail(str(error), error.kind, error.exit_code)
     except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(130)
+        fail("interrupted", "interrupted", 130)  # click turns Ctrl-C into Abort
     except click.ClickException as error:
-        click.echo(f"error: {error.format_message()}", err=True)
-        sys.exit(error.exit_code)
+        kind = "usage" if isinstance(error, click.UsageError) or error.exit_code == 2 else "input"
+        fail(error.format_message(), kind, error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        fail("interrupted", "interrupted", 130)
+    except OSError as error:  # the last line of defence: the places that read or write say more
+        import errno
+
+        reason = os.strerror(error.errno) if error.errno else (str(error) or type(error).__name__)
+        code = f" ({errno.errorcode.get(error.errno, error.errno)})" if error.errno else ""
+        fail(f"{error.filename}: {reason}{code}" if error.filename else f"{reason}{code}", "io", 1)
+    except Exception as error:
+        if os.environ.get("EDGEKIT_DEBUG") == "1":
+            raise
+        detail = " ".join(str(error).split())[:300]
+        fail(f"{type(error).__name__}{': ' + detail if detail else ''} (please report; EDGEKIT_DEBUG=1 shows the "
+             "traceback)", "internal", 1)
     # click returns the exit code of --help/--version in non-standalone mode; commands return None.
     sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def _wants_json(args: list[str]) -> bool:
+    """--json among the options (before a `--` that ends them): the error is then reported as JSON too."""
+    options = args[:args.index("--")] if "--" in args else args
+    return "--json" in options
 
 
 if __name__ == "__main__":

@@ -28,7 +28,38 @@ def _jsonable(value):
 
 
 def print_json(document) -> None:
-    click.echo(json.dumps(document, indent=2, default=_jsonable, allow_nan=False))
+    from edgekit.fileio import writing
+
+    text = json.dumps(document, indent=2, default=_jsonable, allow_nan=False)
+    with writing("the standard output"):  # a full disk or closed pipe behind stdout: one line, not a traceback
+        click.echo(text)
+
+
+def print_error(message: str, kind: str, as_json: bool = False) -> None:
+    """The error contract: one line `error: ...` on stderr and, with --json, one JSON object on stdout.
+
+    kind: "input", "usage", "io", "device", "interrupted" or "internal" (see edgekit.errors).
+    """
+    line = " ".join(str(message).split())
+    prefix = "internal error" if kind == "internal" else "error"
+    click.echo(f"{prefix}: {line}", err=True)
+    if as_json:
+        try:
+            click.echo(json.dumps({"error": line, "kind": kind}))
+        except OSError:
+            _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """Point a stdout that cannot be written at /dev/null, so that the exit flush does not fail a second time."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
 
 
 def stdout_console():

@@ -7,12 +7,14 @@ from one user file. A single array is split deterministically so that two runs r
 from __future__ import annotations
 
 import wave
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import MAX_DATA_BYTES, check_input_file, io_error, size_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav"}
@@ -21,7 +23,10 @@ TEST_FRACTION = 0.2
 
 @dataclass
 class Dataset:
-    """x arrays are float32 with the batch first; y are int labels (or None when the data has none)."""
+    """x arrays are float32 with the batch first (int8 when asked to keep them); y are int labels or None.
+
+    split_given: the file had its own x_train/x_test split (else one array was split here).
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray | None
@@ -29,6 +34,7 @@ class Dataset:
     y_test: np.ndarray | None
     source: str = "data"
     class_names: list[str] | None = None
+    split_given: bool = False
 
     @property
     def has_labels(self) -> bool:
@@ -45,9 +51,18 @@ class Dataset:
         y = None if self.y_test is None else np.concatenate([self.y_train, self.y_test])
         return np.concatenate([self.x_train, self.x_test]), y
 
+    def evaluation_samples(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """What a command that only evaluates should run: the file's test split if it has one, else everything."""
+        return (self.x_test, self.y_test) if self.split_given else self.all_samples()
 
-def load_dataset(path, input_shape=None) -> Dataset:
-    """Read a data file or folder; with `input_shape` (one sample, no batch), check and fit the data to it."""
+
+def load_dataset(path, input_shape=None, *, output_shape=None, keep_int8: bool = False) -> Dataset:
+    """Read a data file or folder, refusing anything malformed in one line.
+
+    input_shape (one sample, no batch): check and fit the samples to it. output_shape (one sample of the model's
+    output): check that the labels are classes of that output (range, one-hot width). keep_int8: int8 samples
+    are already quantized (profile): kept as int8 instead of turned into float32.
+    """
     path = Path(path)
     if not path.exists():
         raise EdgekitError(f"data not found: {path}")
@@ -55,31 +70,50 @@ def load_dataset(path, input_shape=None) -> Dataset:
     if path.is_dir():
         x, y, class_names = _load_folder(path, input_shape)
         arrays = {"x": x, "y": y}
-    elif path.suffix.lower() == ".npz":
-        arrays = _load_npz(path)
-    elif path.suffix.lower() == ".npy":
-        arrays = {"x": _np_load(path), "y": None}
     else:
-        raise EdgekitError(f"{path} is not a data file; expected .npz, .npy or a folder of images or .wav files")
+        size = check_input_file(path, "data file", MAX_DATA_BYTES)
+        if path.suffix.lower() == ".npz":
+            arrays = _load_npz(path, size)
+        elif path.suffix.lower() == ".npy":
+            arrays = {"x": _load_npy(path, size), "y": None}
+        else:
+            raise EdgekitError(f"{path} is not a data file; expected .npz, .npy or a folder of images or .wav files")
+
+    def checked(x, y, what):
+        return _checked(x, y, input_shape, what, output_shape=output_shape, keep_int8=keep_int8)
 
     if "x_train" in arrays:
-        x_train, y_train = _checked(arrays["x_train"], arrays.get("y_train"), input_shape, f"{path.name}: x_train")
-        x_test, y_test = _checked(arrays["x_test"], arrays.get("y_test"), input_shape, f"{path.name}: x_test")
+        x_train, y_train = checked(arrays["x_train"], arrays.get("y_train"), f"{path.name}: x_train")
+        x_test, y_test = checked(arrays["x_test"], arrays.get("y_test"), f"{path.name}: x_test")
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise EdgekitError(f"{path.name}: x_train has samples of shape {x_train.shape[1:]} and x_test "
+                               f"{x_test.shape[1:]}; expected one sample shape")
         if (y_train is None) != (y_test is None):
             y_train = y_test = None  # labels on one side only cannot be used for a float/int8 comparison
-    else:
-        x, y = _checked(arrays["x"], arrays.get("y"), input_shape, path.name)
-        x_train, y_train, x_test, y_test = split(x, y)
+        return Dataset(x_train, y_train, x_test, y_test, source=str(path), split_given=True)
+    x, y = checked(arrays["x"], arrays.get("y"), path.name)
+    x_train, y_train, x_test, y_test = split(x, y)
     return Dataset(x_train, y_train, x_test, y_test, source=str(path), class_names=class_names)
 
 
-def from_arrays(x, y=None, input_shape=None, *, x_test=None, y_test=None, source: str = "arrays") -> Dataset:
+def from_arrays(x, y=None, input_shape=None, *, x_test=None, y_test=None, source: str = "arrays",
+                output_shape=None) -> Dataset:
     """A Dataset from arrays in memory (split like a single-array file unless x_test is given)."""
-    x, y = _checked(x, y, input_shape, source)
+    x, y = _checked(x, y, input_shape, source, output_shape=output_shape)
     if x_test is None:
         return Dataset(*split(x, y), source=source)
-    x_test, y_test = _checked(x_test, y_test, input_shape, source)
-    return Dataset(x, y, x_test, y_test, source=source)
+    x_test, y_test = _checked(x_test, y_test, input_shape, source, output_shape=output_shape)
+    return Dataset(x, y, x_test, y_test, source=source, split_given=True)
+
+
+def check_labels(dataset: Dataset, output_shape, what: str | None = None) -> None:
+    """Refuse labels that cannot be classes of a model output of `output_shape` (one sample, no batch)."""
+    classes = _classes(output_shape)
+    if classes is None:
+        return
+    for y in (dataset.y_train, dataset.y_test):
+        if y is not None and len(y):
+            _check_class_range(y, classes, output_shape, what or Path(dataset.source).name)
 
 
 def split(x, y=None, test_fraction: float = TEST_FRACTION, seed: int = 0):
@@ -93,37 +127,139 @@ def split(x, y=None, test_fraction: float = TEST_FRACTION, seed: int = 0):
     return x[train], None if y is None else y[train], x[test], None if y is None else y[test]
 
 
-def _np_load(path: Path):
+# -- .npy and .npz, read defensively -----------------------------------------------------------------------------
+# numpy trusts the header: a header announcing petabytes makes np.load allocate them, an object array needs
+# pickle. So every header is read and checked against the bytes really there before any array is allocated.
+
+_DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1, so a member claiming more is lying
+
+
+def _read_header(fp, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy header; one line for anything that is not a numeric .npy array."""
+    fmt = np.lib.format
     try:
-        return np.load(path, allow_pickle=False)
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"version {version}")
     except Exception as error:
-        raise EdgekitError(f"cannot read {path} as numpy data ({type(error).__name__}); "
-                           "expected a file written by numpy.save/savez") from None
+        raise EdgekitError(f"cannot read {where} as numpy data ({_reason(error)}); expected a file written by "
+                           "numpy.save/savez") from None
+    if dtype.hasobject:
+        raise EdgekitError(f"{where} holds Python objects (dtype object), which edgekit does not unpickle; "
+                           "expected numeric arrays")
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise EdgekitError(f"{where} has dtype {dtype}; expected numbers (float32, or integers such as uint8)")
+    return tuple(int(d) for d in shape), dtype
 
 
-def _load_npz(path: Path) -> dict:
-    archive = _np_load(path)
-    if not hasattr(archive, "files"):
-        raise EdgekitError(f"{path} is not an .npz archive; expected arrays x (and y) or x_train/y_train/x_test/y_test")
-    keys = set(archive.files)
-    if {"x_train", "x_test"} <= keys:
-        return {k: archive[k] if k in keys else None for k in ("x_train", "y_train", "x_test", "y_test")}
-    if "x" in keys:
-        return {"x": archive["x"], "y": archive["y"] if "y" in keys else None}
-    if len(keys) == 1:
-        return {"x": archive[next(iter(keys))], "y": None}
-    raise EdgekitError(f"{path} holds arrays {sorted(keys)}; expected x (and optionally y) or "
-                       "x_train/y_train/x_test/y_test")
+def _check_extent(shape, dtype, available: int, where: str) -> None:
+    """The header's shape * itemsize must fit in the bytes really there, and under the data cap."""
+    needed = dtype.itemsize
+    for d in shape:
+        needed *= d
+    if needed > MAX_DATA_BYTES:
+        raise EdgekitError(f"{where} announces an array of shape {shape} ({size_text(needed)}); expected at most "
+                           f"{size_text(MAX_DATA_BYTES)} of data")
+    if needed > available:
+        raise EdgekitError(f"{where} is truncated: its header announces shape {shape} {dtype} ({needed:,} bytes) "
+                           f"but only {max(available, 0):,} bytes follow")
 
 
-def _checked(x, y, input_shape, what: str):
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:120]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _load_npy(path: Path, size: int) -> np.ndarray:
+    try:
+        with open(path, "rb") as fp:
+            shape, dtype = _read_header(fp, str(path))
+            _check_extent(shape, dtype, size - fp.tell(), str(path))
+            fp.seek(0)
+            return np.lib.format.read_array(fp, allow_pickle=False)
+    except EdgekitError:
+        raise
+    except OSError as error:
+        raise io_error(path, error) from None
+    except Exception as error:
+        raise EdgekitError(f"cannot read {path} as numpy data ({_reason(error)}); expected a file written by "
+                           "numpy.save") from None
+
+
+def _load_npz(path: Path, size: int) -> dict:
+    """The arrays edgekit uses from an .npz (x[, y] or x_train/y_train/x_test/y_test), each checked first."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, ValueError, EOFError) as error:
+        raise EdgekitError(f"{path} is not an .npz archive ({_reason(error)}); expected a file written by "
+                           "numpy.savez") from None
+    except OSError as error:
+        raise io_error(path, error) from None
+    with archive:
+        members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+        keys = set(members)
+        if {"x_train", "x_test"} <= keys:
+            wanted = [k for k in ("x_train", "y_train", "x_test", "y_test") if k in keys]
+        elif "x" in keys:
+            wanted = [k for k in ("x", "y") if k in keys]
+        elif len(keys) == 1:
+            wanted = list(keys)
+        else:
+            raise EdgekitError(f"{path} holds arrays {sorted(keys)}; expected x (and optionally y) or "
+                               "x_train/y_train/x_test/y_test")
+        total = 0
+        arrays = {}
+        for key in wanted:
+            info = members[key]
+            where = f"array {key!r} in {path}"
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if info.compress_size > size or (stored and info.file_size != info.compress_size) or (
+                    info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024):
+                raise EdgekitError(f"{where}: the archive's directory is inconsistent (claims {info.file_size:,} "
+                                   f"bytes from {info.compress_size:,}); expected a file written by numpy.savez")
+            try:
+                with archive.open(info) as fp:
+                    shape, dtype = _read_header(fp, where)
+                    _check_extent(shape, dtype, info.file_size - fp.tell(), where)
+                    total += dtype.itemsize * int(np.prod(shape, dtype=object))
+                    if total > MAX_DATA_BYTES:
+                        raise EdgekitError(f"{path} holds {size_text(total)} of arrays; expected at most "
+                                           f"{size_text(MAX_DATA_BYTES)}")
+                with archive.open(info) as fp:
+                    arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
+            except EdgekitError:
+                raise
+            except Exception as error:  # zipfile/zlib/numpy raise BadZipFile, zlib.error, ValueError, EOFError...
+                raise EdgekitError(f"{where} is truncated or corrupted ({_reason(error)}); expected a complete "
+                                   "file written by numpy.savez") from None
+    if {"x_train", "x_test"} <= set(arrays):
+        return {k: arrays.get(k) for k in ("x_train", "y_train", "x_test", "y_test")}
+    if "x" in arrays:
+        return {"x": arrays["x"], "y": arrays.get("y")}
+    return {"x": next(iter(arrays.values())), "y": None}  # a single array, whatever its name
+
+
+# -- samples and labels ------------------------------------------------------------------------------------------
+
+
+def _checked(x, y, input_shape, what: str, *, output_shape=None, keep_int8: bool = False):
     """Validate dtype and shape, fit a missing/extra channel axis of size 1, and return float32 x and int y."""
     x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
+    if x.dtype.kind not in "fiub" or x.dtype.fields is not None:
         raise EdgekitError(f"{what} has dtype {x.dtype}; expected numbers (float32, or integers such as uint8)")
     if x.ndim < 1 or len(x) == 0:
         raise EdgekitError(f"{what} is empty; expected at least one sample")
-    x = x.astype(np.float32, copy=False)
+    if x.ndim < 2 and input_shape is not None and tuple(input_shape) not in ((), (1,)):
+        raise EdgekitError(f"{what} has shape {x.shape}: one number per sample, but the model expects input of "
+                           f"shape {tuple(int(d) for d in input_shape)}; expected samples along the first axis")
+    if x.size == 0:
+        raise EdgekitError(f"{what} has samples of shape {x.shape[1:]} (no values); expected non-empty samples")
+    if not (keep_int8 and x.dtype == np.int8):
+        x = x.astype(np.float32, copy=False)
     if input_shape is not None:
         want = tuple(int(d) for d in input_shape)
         got = tuple(x.shape[1:])
@@ -132,19 +268,71 @@ def _checked(x, y, input_shape, what: str):
                 x = x.reshape((len(x), *want))  # e.g. (N, 8, 8) data for an (8, 8, 1) input
             else:
                 raise EdgekitError(f"{what} has samples of shape {got} but the model expects input of shape {want}")
-    if not np.isfinite(x).all():
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise EdgekitError(f"{what} contains NaN or infinite values; expected finite numbers")
     if y is not None:
-        y = np.asarray(y)
-        if len(y) != len(x):
-            raise EdgekitError(f"{what}: {len(x)} samples but {len(y)} labels; expected one label per sample")
-        if y.ndim == 2 and y.shape[1] > 1:
-            y = y.argmax(axis=1)  # one-hot labels
-        y = y.reshape(len(y), -1)[:, 0] if y.ndim > 1 else y
-        if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
-            raise EdgekitError(f"{what}: labels have dtype {y.dtype}; expected integer class labels")
-        y = y.astype(np.int64)
+        y = _labels(y, len(x), what, output_shape)
     return x, y
+
+
+def _classes(output_shape) -> int | None:
+    """How many classes a model output of this shape scores (one sigmoid unit: 2); None when unknown."""
+    if output_shape is None or any(d is None for d in output_shape):
+        return None
+    size = int(np.prod([int(d) for d in output_shape]))
+    return 2 if size == 1 else size
+
+
+def _labels(y, count: int, what: str, output_shape) -> np.ndarray:
+    """Class labels as int64 [N], from class indices or one-hot rows; anything else is refused in one line.
+
+    Float labels that are not classes (values of the output's shape: regression or reconstruction targets) are
+    refused for now rather than misread as classes; the models issue will give them their own path.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf" or y.dtype.fields is not None:
+        raise EdgekitError(f"{what}: labels have dtype {y.dtype}; expected integer class labels")
+    if y.ndim == 0 or len(y) != count:
+        raise EdgekitError(f"{what}: {count} samples but {y.size if y.ndim == 0 else len(y)} labels; expected "
+                           "one label per sample")
+    classes = _classes(output_shape)
+    expected = f"(N,) class indices or (N, {classes}) one-hot rows" if classes else "(N,) class indices or "                                                                                      "(N, classes) one-hot rows"
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise EdgekitError(f"{what}: labels contain NaN or infinite values; expected {expected}")
+    per_sample = _squeezed(y.shape[1:])
+    if len(per_sample) > 1:
+        raise EdgekitError(f"{what}: labels have shape {tuple(y.shape[1:])} per sample; expected {expected}")
+    if per_sample:  # one row per sample
+        rows = y.reshape(count, per_sample[0]).astype(np.float64)
+        one_hot = bool(np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
+        if not one_hot:
+            raise EdgekitError(f"{what}: labels of shape {tuple(y.shape[1:])} per sample are not one-hot rows (each "
+                               "non-negative, summing to 1); regression or reconstruction targets are not "
+                               f"supported yet: expected {expected}, or no labels")
+        if classes is not None and per_sample[0] != classes:
+            raise EdgekitError(f"{what}: one-hot labels of width {per_sample[0]}, but the model's output has "
+                               f"{classes} classes; expected {expected}")
+        return rows.argmax(axis=1).astype(np.int64)
+    y = y.reshape(count)
+    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+        example = y[np.argmax(y != np.round(y))]
+        raise EdgekitError(f"{what}: labels are not whole numbers (e.g. {example:g}); regression targets are not "
+                           f"supported yet: expected {expected}, or no labels")
+    if y.dtype.kind == "f" and np.abs(y).max() >= 2 ** 53:
+        raise EdgekitError(f"{what}: labels up to {np.abs(y).max():g}; expected {expected}")
+    _check_class_range(y, classes, output_shape, what)
+    return y.astype(np.int64)
+
+
+def _check_class_range(y, classes, output_shape, what: str) -> None:
+    low, high = y.min(), y.max()
+    if low < 0 or (classes is not None and high >= classes):
+        if classes is None:
+            raise EdgekitError(f"{what}: labels range from {low} to {high}; expected class indices from 0")
+        outputs = "one output (sigmoid)" if classes == 2 and int(np.prod(output_shape)) == 1 else \
+            f"{classes} outputs"
+        raise EdgekitError(f"{what}: labels range from {low} to {high}; expected class indices 0 to {classes - 1} "
+                           f"for the model's {outputs}")
 
 
 def _squeezed(shape) -> tuple:
@@ -163,7 +351,10 @@ def _load_folder(path: Path, input_shape):
     classes = sorted({p.parent.relative_to(path).parts[0] for p in files if p.parent != path})
     labelled = bool(classes) and all(p.parent != path for p in files)
     read = _read_wav if audio else _read_image
-    samples = [read(p, input_shape) for p in files]
+    samples = []
+    for p in files:
+        check_input_file(p, "data file", MAX_DATA_BYTES)
+        samples.append(read(p, input_shape))
     shapes = {s.shape for s in samples}
     if len(shapes) > 1:
         raise EdgekitError(f"{path}: samples have different shapes {sorted(shapes)[:3]}; expected one shape "

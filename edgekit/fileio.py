@@ -1,56 +1,255 @@
-"""Outputs are written to a temporary place and moved into position only when complete.
+"""Reading inputs with a size cap, and writing outputs atomically, with one-line errors for every OSError.
 
-A command that fails half-way (bad input, Ctrl-C) must leave no half-written file or folder behind.
+Inputs: a model, data or recipe file must be a regular file no bigger than its cap (a FIFO would hang, /dev/zero
+would eat memory, a folder is a mistake); that is checked on the open file descriptor before anything is read.
+Outputs are written to a temporary place and moved into position only when complete: a command that fails
+half-way (bad input, full disk, Ctrl-C) leaves no half-written file or folder behind, and the files and folders
+it does write get the permissions the umask asks for, like any other program's.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
+MiB = 1 << 20
+GiB = 1 << 30
+# Caps on what edgekit reads (docs/robustness.md). Generous: the largest model a microcontroller runs is a few
+# MiB, the largest calibration set a few hundred MiB; they exist so that a wrong path fails at once.
+MAX_MODEL_BYTES = 512 * MiB  # .tflite, .keras, .h5 files
+MAX_DATA_BYTES = 4 * GiB  # .npz/.npy files, each image or WAV file, and the arrays an .npz holds (uncompressed)
+MAX_TEXT_BYTES = 16 * MiB  # recipes (edgekit.toml), build manifests
+
+
+def size_text(n: int) -> str:
+    """A byte count as people write caps: 512 MiB, 4 GiB, 1.5 KiB."""
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def io_error(path, error: OSError, doing: str = "read", *, exact: bool = False) -> EdgekitError:
+    """One line for an OSError: the path, and what the errno means (os.strerror), never a traceback.
+
+    exact: name `path` even when the error names another file (a temporary neighbour of the output).
+    """
+    where = error.filename if getattr(error, "filename", None) and not exact else path
+    reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error) or type(error).__name__)
+    return EdgekitError(f"cannot {doing} {where}: {reason}", kind="io")
+
+
+def check_input_file(path, what: str, max_bytes: int) -> int:
+    """The size of `path` when it is a regular file within the cap; a one-line EdgekitError otherwise.
+
+    For readers that open the file themselves (numpy, Keras, PIL): the file is opened non-blocking and checked
+    with fstat, so a FIFO is refused at once instead of hanging.
+    """
+    fd = _open_checked(Path(path), what, max_bytes)
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def read_input_file(path, what: str, max_bytes: int) -> bytes:
+    """The bytes of `path` when it is a regular file of at most `max_bytes`; a one-line EdgekitError otherwise.
+
+    `what` names the file in the error ("model file", "data file", "recipe").
+    """
+    path = Path(path)
+    fd = _open_checked(path, what, max_bytes)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)  # a file that grew since fstat is still bounded
+    except OSError as error:
+        raise io_error(path, error) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise _too_big(path, what, len(data), max_bytes)
+    return data
+
+
+def _open_checked(path: Path, what: str, max_bytes: int) -> int:
+    """An fd open for reading on a regular file within the cap (O_NONBLOCK: opening a FIFO must not wait)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise EdgekitError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise EdgekitError(f"{what} {path} is a folder; expected a regular file of at most {size_text(max_bytes)}") \
+            from None
+    except OSError as error:
+        raise io_error(path, error) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise EdgekitError(f"{what} {path} is {_kind(info.st_mode)}; expected a regular file of at most "
+                               f"{size_text(max_bytes)}")
+        if info.st_size > max_bytes:
+            raise _too_big(path, what, info.st_size, max_bytes)
+        if hasattr(os, "O_NONBLOCK"):
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _too_big(path, what, size, max_bytes) -> EdgekitError:
+    return EdgekitError(f"{what} {path} is {size_text(size)}; expected at most {size_text(max_bytes)} "
+                        "(edgekit's cap on this kind of file)")
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows; os.umask round trip otherwise)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path, *, folder: bool = False) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the permissions of open()/mkdir()."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
+@contextmanager
+def writing(path, doing: str = "write"):
+    """Turn an OSError raised while writing `path` into one line naming the path and the errno's meaning."""
+    try:
+        yield
+    except OSError as error:
+        raise io_error(path, error, doing, exact=True) from None
+
+
+def check_output_file(path) -> Path:
+    """Fail before any work when a file could not be written at `path` (a folder there, a file as its parent)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgekitError(f"cannot write {path}: it is a folder; expected a file path", kind="io")
+    if path.exists() and not path.is_file():  # a rename would replace the device or FIFO itself
+        raise EdgekitError(f"cannot write {path}: it is {_kind(path.stat().st_mode)}; expected a regular file path",
+                           kind="io")
+    for ancestor in path.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise EdgekitError(f"cannot write {path}: {ancestor} is a file, not a folder", kind="io")
+            break
+    return path
+
+
+def _check_parent(path: Path) -> Path:
+    """The parent folder of an output path, created if needed; one line when it cannot be."""
+    parent = path.parent
+    for ancestor in (parent, *parent.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise EdgekitError(f"cannot write {path}: {ancestor} is a file, not a folder", kind="io")
+            break
+    with writing(parent, "create the folder"):
+        parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
 
 @contextmanager
 def atomic_output_dir(destination, *, overwrite: bool = True):
     """Yield a temporary folder beside `destination`; on success it replaces `destination`, on error it vanishes.
 
-    So a failed generation never leaves a half-written project behind.
+    So a failed generation never leaves a half-written project behind. An OSError while filling the folder
+    (full disk, read-only file system) becomes one line naming the file.
     """
     destination = Path(destination)
-    parent = destination.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
     if destination.exists() and not destination.is_dir():
         raise EdgekitError(f"output {destination} exists and is not a folder; expected a folder path")
     if destination.exists() and not overwrite:
         raise EdgekitError(f"output folder {destination} already exists")
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=parent))
+    parent = _check_parent(destination.absolute())
+    with writing(destination, "create the folder"):
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=parent))
+    _staging_names[str(staging)] = str(destination)
     try:
-        yield staging
+        apply_umask(staging, folder=True)
+        try:
+            yield staging
+        except OSError as error:  # name the file as it will be called, not its staging name
+            names = [str(n) for n in (error.filename2, error.filename) if n and str(staging) in str(n)]
+            where = _final_name(names[0]) if names else _final_name(str(destination))
+            raise io_error(where, error, "write", exact=True) from None
+        with writing(destination):
+            if destination.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=parent))
+                os.replace(destination, trash / "old")
+                os.replace(staging, destination)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if destination.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=parent))
-        os.replace(destination, trash / "old")
-        os.replace(staging, destination)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, destination)
+    finally:
+        _staging_names.pop(str(staging), None)
+
+
+_staging_names: dict[str, str] = {}  # staging folder -> the output it becomes (nested stagings included)
+
+
+def _final_name(name: str) -> str:
+    """A path inside (possibly nested) staging folders, as it will be called once they are moved into place."""
+    for _ in range(len(_staging_names)):
+        for staging, destination in _staging_names.items():
+            if name == staging or name.startswith(staging + os.sep):
+                name = destination + name[len(staging):]
+                break
+        else:
+            break
+    return name
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write a file through a temporary neighbour and a rename: never a half-written output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write a file through a temporary neighbour and a rename: never a half-written output.
+
+    The file gets 0666 minus the umask (as open() would give), not mkstemp's 0600.
+    """
+    path = check_output_file(path)
+    parent = _check_parent(path)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        with writing(path):
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            apply_umask(tmp)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

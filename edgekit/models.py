@@ -46,6 +46,22 @@ class LoadedModel:
             return tuple(self._signature_spec().shape[1:])
         return tuple(self.model.inputs[0].shape[1:])
 
+    @property
+    def output_shape(self) -> tuple[int, ...] | None:
+        """The shape of one sample of the first output (no batch dimension); None when it is not known."""
+        if self.framework == "tflite":
+            from edgekit.tflite_model import parse_tflite
+
+            return tuple(parse_tflite(self.model, self.name).output_tensors()[0].shape[1:])
+        if self.framework == "saved_model":
+            try:
+                shape = _first_output(self._signature().structured_outputs).shape
+                return None if shape.rank is None else tuple(shape[1:])
+            except (AttributeError, TypeError, ValueError):
+                return None
+        outputs = getattr(self.model, "outputs", None)
+        return tuple(outputs[0].shape[1:]) if outputs else None
+
     def _signature(self):
         return self.model.signatures["serving_default"]
 
@@ -127,6 +143,8 @@ def wrap_keras_model(model, name: str | None = None) -> LoadedModel:
 
 def load_model(path) -> LoadedModel:
     """Read a `.keras`, `.h5`, SavedModel folder or `.tflite` file; one-line EdgekitError for anything else."""
+    from edgekit.fileio import MAX_MODEL_BYTES, check_input_file, read_input_file
+
     path = Path(path)
     if not path.exists():
         raise EdgekitError(f"model file not found: {path}")
@@ -134,11 +152,13 @@ def load_model(path) -> LoadedModel:
     if path.is_dir():
         loaded = _load_saved_model(path, name)
     else:
-        head = path.read_bytes()[:8]
+        check_input_file(path, "model file", MAX_MODEL_BYTES)  # regular, within the cap: before Keras opens it
+        with open(path, "rb") as f:
+            head = f.read(8)
         if path.suffix.lower() == ".tflite" or head[4:8] == b"TFL3":
             from edgekit.tflite_model import parse_tflite
 
-            data = path.read_bytes()
+            data = read_input_file(path, "model file", MAX_MODEL_BYTES)
             parse_tflite(data, path.name)  # raises the one-line "truncated or corrupted" error
             return LoadedModel(model=data, framework="tflite", path=path, name=name)
         if head.startswith(b"PK") and zipfile.is_zipfile(path):

@@ -35,7 +35,9 @@ def check_path(path) -> Path:
                            f"{', '.join(FORMATS)}")
     if path.is_dir():
         raise EdgekitError(f"{path} is a folder; expected a picture file name")
-    return path
+    from edgekit.fileio import check_output_file
+
+    return check_output_file(path)
 
 
 def save(figure, path) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +43,7 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
     `timeout`: seconds allowed for each inference of the first `infer` (instead of the estimate from the MACs and
     the board's clock, see inference_budget); later ones get ten times the measured duration.
     """
+    from edgekit.fileio import MAX_MODEL_BYTES, read_input_file
     from edgekit.tflite_model import load_tflite
 
     build = load_build(build_dir)
@@ -51,14 +51,15 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         raise EdgekitError(f"build folder {build.dir} has no model file (manifest 'model'); rebuild with edgekit build")
     if runs is not None and runs < 1:
         raise UsageError(f"--runs must be at least 1, got {runs}")
-    model_bytes = build.model_path.read_bytes()
+    model_bytes = read_input_file(build.model_path, "model file", MAX_MODEL_BYTES)
     recorded = build.manifest.get("model_sha256")
     if recorded and hashlib.sha256(model_bytes).hexdigest() != recorded:
         raise EdgekitError(f"{build.model_path.name} changed since the build (its sha256 differs from the "
                            "manifest's); rebuild with edgekit build")
     graph = load_tflite(build.model_path)
     tin, tout = graph.input_tensors()[0], graph.output_tensors()[0]
-    inputs, labels = _inputs(tin, data, runs, seed)
+    out_shape = tuple(int(d) for d in tout.shape)
+    inputs, labels = _inputs(tin, data, runs, seed, out_shape[1:] if len(out_shape) > 1 else out_shape)
     runs = runs or (min(len(inputs), MAX_DATA_SAMPLES) if data is not None else DEFAULT_RUNS)
 
     from edgekit.reference import run_reference
@@ -201,8 +202,14 @@ def _runs_per_input(runs: int, inputs: int) -> list[int]:
 # -- inputs ---------------------------------------------------------------------------------------------------
 
 
-def _inputs(tin, data, runs, seed):
-    """(int8 inputs [S, ...], labels or None): quantized from --data, or random over the int8 range."""
+def _inputs(tin, data, runs, seed, output_shape=None):
+    """(int8 inputs [S, ...], labels or None): quantized from --data, or random over the int8 range.
+
+    --data is read by edgekit.data like every other command's: the file's test split if it has one, else all its
+    samples; int8 samples are taken as already quantized, float ones are quantized with the input's scale.
+    """
+    from edgekit.data import load_dataset
+
     dtype = np.dtype(tin.dtype)
     shape = tuple(int(d) for d in tin.shape)
     if data is None:
@@ -212,59 +219,18 @@ def _inputs(tin, data, runs, seed):
             raise EdgekitError(f"the model's input is {dtype.name}; profile needs an integer (int8) model")
         rng = np.random.default_rng(seed)
         return rng.integers(info.min, info.max + 1, size=(count, *shape), dtype=dtype), None
-    x, y = _load_data(data, shape)
-    per_sample = int(np.prod(shape))
-    if x.size % per_sample or x.reshape(len(x), -1).shape[1] != per_sample:
-        raise EdgekitError(f"samples in {data} have shape {list(x.shape[1:])}; the model expects {list(shape)}")
+    sample_shape = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+    dataset = load_dataset(data, input_shape=sample_shape, output_shape=output_shape, keep_int8=dtype == np.int8)
+    x, y = dataset.evaluation_samples()
     x = x.reshape(len(x), *shape)
     if x.dtype != dtype:
-        if x.dtype.kind in "iu":
-            raise EdgekitError(f"{data} holds {x.dtype.name} samples; expected float (quantized here) or "
-                               f"{dtype.name}")
         scale = float(tin.scale[0]) if len(tin.scale) else 0.0
         zero_point = int(tin.zero_point[0]) if len(tin.zero_point) else 0
-        if not scale:
+        if not scale or dtype.kind not in "iu":
             raise EdgekitError("the model's input has no quantization scale; expected a fully int8 model")
         info = np.iinfo(dtype)
         x = np.clip(np.round(x.astype(np.float64) / scale) + zero_point, info.min, info.max).astype(dtype)
-    if y is not None:
-        y = np.asarray(y)
-        y = y.argmax(axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y))
-        if len(y) != len(x):
-            y = None
     return x, y
-
-
-def _load_data(path, shape):
-    """x and y of the test split (or the only split) of the data; int8 arrays are taken as already quantized."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgekitError(f"data not found: {path}")
-    if path.suffix in (".npy", ".npz"):
-        x, y = _load_arrays(path)
-        if x.dtype == np.int8:
-            return x, y
-    sample_shape = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
-    try:
-        from edgekit.data import load_dataset
-    except ImportError:
-        return _load_arrays(path)
-    ds = load_dataset(path, input_shape=sample_shape)
-    if ds.x_test is not None and len(ds.x_test):
-        return np.asarray(ds.x_test), ds.y_test
-    return np.asarray(ds.x_train), ds.y_train
-
-
-def _load_arrays(path):
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False), None
-    if path.suffix != ".npz":
-        raise EdgekitError(f"data {path} is not .npz or .npy; expected arrays x_test/y_test (or x/y)")
-    with np.load(path, allow_pickle=False) as arrays:
-        for x_key, y_key in (("x_test", "y_test"), ("x", "y"), ("x_train", "y_train")):
-            if x_key in arrays:
-                return arrays[x_key], (arrays[y_key] if y_key in arrays else None)
-        raise EdgekitError(f"{path} has no x_test, x or x_train array; it has {', '.join(arrays.files)}")
 
 
 # -- the report -----------------------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ from edgekit.errors import EdgekitError
 DEFAULT_CALIBRATION_SAMPLES = 200
 DEFAULT_EVAL_SAMPLES = 1000
 DEBUG_SAMPLES = 64  # samples run through the per-layer debugger: enough for stable per-layer statistics
+# Calibration values beyond this magnitude are refused: a float32 square overflows past 1.8e19, so a model's
+# float arithmetic (and the int8 scales calibrated from it) cannot be trusted with them; no trained model sees them.
+MAX_ABS_CALIBRATION_VALUE = 1e18
 
 
 @dataclass
@@ -164,6 +167,7 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
                            "(--data: .npz, .npy or a folder of samples)")
     data = _dataset_for(loaded, dataset)
     calibration = representative_subset(data.x_train, calibration_samples)
+    _check_calibration_range(calibration, data.source)
     x_test, y_test = _eval_subset(data.x_test, data.y_test, eval_samples)
 
     with progress(quiet) as bar:
@@ -183,7 +187,11 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
             method = "TFLite converter, full integer (TFLITE_BUILTINS_INT8)"
         bar.advance(task)
         graph = _check_fully_int8(int8_bytes, loaded.name)
+        _check_scales(graph, data.source)
         float_out = loaded.predict(x_test)
+        if not np.isfinite(float_out).all():
+            raise EdgekitError(f"the float model {loaded.name} gives NaN or infinite outputs on {data.source}; "
+                               "expected data in the range the model was trained on (nothing was written)")
         bar.advance(task)
         int8_out = run_tflite(int8_bytes, x_test)
         bar.advance(task)
@@ -218,10 +226,15 @@ def _loaded(model_or_path):
 
 def _dataset_for(loaded, dataset):
     """The Dataset (read from a path if needed), checked against the model's input shape."""
-    from edgekit.data import Dataset, load_dataset
+    from edgekit.data import Dataset, check_labels, load_dataset
 
     shape = tuple(loaded.input_shape)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, input_shape=shape)
+    output_shape = loaded.output_shape
+    if isinstance(dataset, Dataset):
+        data = dataset
+        check_labels(data, output_shape)
+    else:
+        data = load_dataset(dataset, input_shape=shape, output_shape=output_shape)
     if data.sample_shape != shape:
         raise EdgekitError(f"data has samples of shape {data.sample_shape} but the model expects input of shape "
                            f"{shape}")
@@ -367,6 +380,26 @@ def dequantize_weights(tflite_bytes: bytes, name: str = "model") -> bytes:
         model.buffers[tensor.buffer].data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8)
         tensor.type, tensor.quantization = schema.TensorType.FLOAT32, None
     return _packed(model)
+
+
+def _check_calibration_range(x: np.ndarray, source: str) -> None:
+    """Refuse finite but absurd calibration data (3e38 everywhere gave an input scale of 1e36 and inf inside)."""
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > MAX_ABS_CALIBRATION_VALUE:
+        raise EdgekitError(f"calibration data {source} has values up to {peak:.3g}; expected magnitudes of at most "
+                           f"{MAX_ABS_CALIBRATION_VALUE:.0e} (float32 arithmetic overflows beyond), as the model "
+                           "was trained on")
+
+
+def _check_scales(graph, source: str) -> None:
+    """Every scale calibration produced must be a positive float32 whose int8 range (255 steps) is finite."""
+    limit = float(np.finfo(np.float32).max) / 256
+    for t in graph.tensors:
+        if t.scale.size and not np.all((t.scale > 0) & (t.scale < limit)):
+            bad = float(t.scale[~((t.scale > 0) & (t.scale < limit))][0])
+            raise EdgekitError(f"calibration on {source} gave tensor '{t.name}' a quantization scale of {bad:g}, "
+                               "which TFLite Micro cannot run; expected calibration data in the range the model "
+                               "was trained on (nothing was written)")
 
 
 def _check_fully_int8(tflite_bytes: bytes, name: str):

@@ -66,10 +66,11 @@ def load_recipe(path) -> Recipe:
     path = Path(path)
     if path.is_dir():
         path = path / "edgekit.toml"
-    if not path.is_file():
-        raise EdgekitError(f"recipe not found: {path}")
+    from edgekit.fileio import MAX_TEXT_BYTES, read_input_file
+
+    text = read_input_file(path, "recipe", MAX_TEXT_BYTES)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise EdgekitError(f"{path.name} is not valid TOML: {error}") from None
     return parse_recipe(data, path)

@@ -226,12 +226,10 @@ def parse_tflite(model_bytes: bytes, name: str = "model") -> Graph:
 
 def load_tflite(path) -> Graph:
     """Read and parse a .tflite file; the graph's name is the file's stem."""
+    from edgekit.fileio import MAX_MODEL_BYTES, read_input_file
+
     path = Path(path)
-    if not path.exists():
-        raise EdgekitError(f"model file not found: {path}")
-    if path.is_dir():
-        raise EdgekitError(f"{path} is a folder; expected a .tflite file")
-    return parse_tflite(path.read_bytes(), name=path.stem)
+    return parse_tflite(read_input_file(path, "model file", MAX_MODEL_BYTES), name=path.stem)
 
 
 def require_int8(graph: Graph) -> None:

@@ -24,10 +24,13 @@ def run_cli(*args, cwd=None):
 
 def assert_one_line_error(result, *words):
     assert result.returncode == 1, result.stderr
-    assert result.stdout == ""
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    if "--json" in result.args:  # the error contract: the same error as one JSON object on stdout
+        assert json.loads(result.stdout) == {"error": lines[0][len("error: "):], "kind": "input"}
+    else:
+        assert result.stdout == ""
     for word in words:
         assert word in lines[0], lines[0]
 

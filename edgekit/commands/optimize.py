@@ -111,6 +111,9 @@ def command(model, data, output, recipe, structured, criterion, rank_energy, pru
     output = Path(output or f"{Path(model).stem}_optimized.keras")
     if output.suffix != ".keras":
         raise EdgekitError(f"output {output} must end in .keras (the optimized model is a Keras 3 model)")
+    from edgekit.fileio import check_output_file
+
+    check_output_file(output)  # before the fine-tuning, not after
     if plot is not None:
         from edgekit.plots import check_path
 
@@ -138,15 +141,18 @@ def command(model, data, output, recipe, structured, criterion, rank_energy, pru
 
 def _save_keras(model, output: Path) -> None:
     """Save through a temporary .keras beside the output, then rename: never a half-written model."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".keras", dir=output.parent)
-    os.close(fd)
+    from edgekit.fileio import apply_umask, check_output_file, writing
+
+    check_output_file(output)
+    with writing(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".keras", dir=output.parent)
+        os.close(fd)
     try:
-        model.save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved model is an ordinary file
-        os.replace(tmp, output)
+        with writing(output):
+            model.save(tmp)
+            apply_umask(tmp)  # mkstemp makes 0600; a saved model is an ordinary file
+            os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

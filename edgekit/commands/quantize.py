@@ -31,10 +31,15 @@ def command(model, data, output, calibration_samples, eval_samples, plot, as_jso
     with float input/output (QUANTIZE/DEQUANTIZE at its ends) only loses those ops; no calibration needed. One
     with int8 weights but float activations (weight-only) gets float weights back, then is quantized.
     """
-    from edgekit.fileio import atomic_write_bytes
+    from edgekit.fileio import atomic_write_bytes, check_output_file
     from edgekit.quantize import quantize
 
     output = output or Path(f"{model.stem if model.suffix else model.name}_int8.tflite")
+    check_output_file(output)  # before minutes of work, not after
+    if plot is not None:
+        from edgekit.plots import check_path
+
+        check_path(plot)
     result = quantize(model, data, calibration_samples=calibration_samples, eval_samples=eval_samples,
                       quiet=as_json)
     report = dict(result.report, output_path=str(output))

@@ -121,7 +121,8 @@ def load_data(data, model=None):
     from edgekit.data import load_dataset
 
     shape = tuple(model.inputs[0].shape[1:]) if model is not None else None
-    return load_dataset(data, input_shape=shape)
+    output_shape = tuple(model.outputs[0].shape[1:]) if model is not None else None
+    return load_dataset(data, input_shape=shape, output_shape=output_shape)
 
 
 def _has_data(dataset) -> bool:
