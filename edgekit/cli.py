@@ -5,6 +5,7 @@ for), and those modules import TensorFlow only inside their functions: `edgekit 
 """
 
 import importlib
+import signal
 import sys
 
 import click
@@ -24,8 +25,30 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is, so that the same cleanup runs (outputs, children)."""
+
+
+class _Stopped(BaseException):
+    """An interrupt on its way out of click, which would otherwise turn it into Abort after a blank line."""
+
+    def __init__(self, terminated: bool):
+        super().__init__()
+        self.terminated = terminated
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            raise _Stopped(isinstance(interrupt, Terminated)) from None
 
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -55,9 +78,16 @@ def cli():
 
 
 def main(argv=None):
-    """Entry point: EdgekitError becomes one line on stderr and an exit code, never a traceback."""
+    """Entry point: EdgekitError becomes one line on stderr and an exit code, never a traceback.
+
+    SIGINT and SIGTERM interrupt the command the same way (cleanup runs) and exit 130 and 143."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         returned = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except _Stopped as stopped:
+        _quiet_signals()
+        click.echo("error: terminated (SIGTERM)" if stopped.terminated else "error: interrupted", err=True)
+        sys.exit(143 if stopped.terminated else 130)
     except EdgekitError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
@@ -69,11 +99,19 @@ def main(argv=None):
         sys.exit(error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        _quiet_signals()
+        terminated = isinstance(interrupt, Terminated)
+        click.echo("error: terminated (SIGTERM)" if terminated else "error: interrupted", err=True)
+        sys.exit(143 if terminated else 130)
     # click returns the exit code of --help/--version in non-standalone mode; commands return None.
     sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def _quiet_signals() -> None:
+    """Cleanup is done: a second Ctrl-C or SIGTERM while exiting must not print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
