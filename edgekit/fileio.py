@@ -70,6 +70,13 @@ def output_lock(destination):
     A second command writing the same folder fails at once, naming the process that holds it."""
     destination = Path(destination)
     parent = destination.absolute().parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise EdgekitError(f"output {destination}: {folder} is a file, not a folder; expected a folder path")
+            break
+    if destination.exists() and not destination.is_dir():
+        raise EdgekitError(f"output {destination} exists and is not a folder; expected a folder path")
     parent.mkdir(parents=True, exist_ok=True)
     path = parent / f".{destination.name}.lock"
     while True:
