@@ -309,7 +309,8 @@ def _start_session(command: list[str], kind: str, connect, boot_timeout: float, 
     """Start the program that is the device (emulator, host program) with its stderr (and stdout if `log_stdout`)
     in a temporary log, connect with `connect(process, log_path) -> Transport` and wait until it answers.
     Nothing outlives a failure: the process is stopped and the log removed."""
-    fd, log_path = tempfile.mkstemp(prefix=f"edgekit-{kind}-", suffix=".log")
+    _remove_stale_logs()
+    fd, log_path = tempfile.mkstemp(prefix=f"edgekit-{kind}-{os.getpid()}-", suffix=".log")
     stdout = fd if log_stdout else popen.pop("stdout", None)
     try:
         process = popen_tied(command, stdout=stdout, stderr=fd, **popen)
@@ -330,6 +331,20 @@ def _start_session(command: list[str], kind: str, connect, boot_timeout: float, 
         os.unlink(log_path)
         raise
     return Session(device, process, cleanup=[log_path], boot_lines=boot)
+
+
+def _remove_stale_logs() -> None:
+    """Session logs (edgekit-KIND-PID-*.log in TMPDIR) of edgekit processes that were killed before closing."""
+    for path in Path(tempfile.gettempdir()).glob("edgekit-*-*-*.log"):
+        match = re.fullmatch(r"edgekit-[a-z]+-(\d+)-.+\.log", path.name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass  # alive (another user's), or not a pid
 
 
 def _boot_check(session: Session, started: float) -> dict:

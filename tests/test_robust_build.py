@@ -180,9 +180,18 @@ def test_two_builds_into_one_folder(int8_model_path, tmp_path, shim):
 
 
 @pytest.mark.parametrize("stem", ["ad?wh\u00e4t\nnext line", "a" * 100])
-def test_odd_model_file_names_build_and_profile(int8_model_path, tmp_path, stem):
+def test_odd_model_file_names_build_and_profile(int8_model_path, tmp_path, stem, monkeypatch):
+    import tempfile
+
     from edgekit.codegen.common import device_model_name
     from edgekit.profile import profile_build
+
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))
+    gone = subprocess.Popen(["true"])  # a pid that has ended
+    gone.wait()
+    (logs / f"edgekit-host-{gone.pid}-x1.log").write_text("left by a killed edgekit\n")
 
     model = tmp_path / f"{stem}.tflite"
     shutil.copyfile(int8_model_path("ad"), model)
@@ -192,3 +201,4 @@ def test_odd_model_file_names_build_and_profile(int8_model_path, tmp_path, stem)
     assert name == device_model_name(stem) and len(name) <= 63 and name.isascii() and "\n" not in name
     report = profile_build(out, runs=2)
     assert report["runs"] == 2
+    assert os.listdir(logs) == []  # its own session log, and the stale one of a dead edgekit
