@@ -19,6 +19,7 @@ import sys
 
 from edgekit.errors import EdgekitError
 from edgekit.memory_plan import VIEW_OPS, plan_activations
+from edgekit.processes import run_tied
 from edgekit.tflite_model import Graph
 
 BACKENDS = ("tflm", "native")
@@ -164,8 +165,8 @@ def tflm_arena(graph: Graph) -> dict:
 
 def _measure_tflm_arena(graph: Graph) -> dict:
     try:
-        child = subprocess.run([sys.executable, "-c", _ARENA_CHILD], input=graph.model_bytes, capture_output=True,
-                               timeout=ARENA_TIMEOUT_S)
+        child = run_tied([sys.executable, "-c", _ARENA_CHILD], input=graph.model_bytes, capture_output=True,
+                         timeout=ARENA_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise TflmCrash(f"TFLite Micro did not finish loading {graph.name} in {ARENA_TIMEOUT_S} s; the model is "
                         f"probably corrupted") from None

@@ -48,7 +48,9 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
     """The graph of the int8 model: read as is, or optimized and quantized from a Keras model."""
     from edgekit.tflite_model import load_tflite, parse_tflite, require_int8
 
-    if model_path.suffix == ".tflite":
+    from edgekit.models import model_kind
+
+    if model_kind(model_path) == "tflite":
         graph = load_tflite(model_path)
         if not graph.is_fully_int8:
             from edgekit.quantize import float_io_boundary, remove_float_io
@@ -141,11 +143,11 @@ def check_fit(graph, board, backend: str, report: dict) -> dict:
     return placement
 
 
-def check_tflm_arena(graph, board, arena_bytes: int | None, placement: dict) -> dict:
+def check_tflm_arena(graph, board, arena_bytes: int | None, placement: dict, arena_margin: float | None = None) -> dict:
     """The arena the project will reserve (measured + scratch + margin, or --arena-bytes) must fit the RAM too."""
     from edgekit.codegen.tflm import arena_size
 
-    arena = arena_size(graph, board.project, arena_bytes)
+    arena = arena_size(graph, board.project, arena_bytes, arena_margin)
     runtime = board.runtime_ram_estimate("tflm")
     if placement["arena_in_psram"] or arena.bytes + runtime <= board.ram_bytes:
         return placement
@@ -174,22 +176,64 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
 
 
+def _from_recipe(recipe_obj, given: dict, quiet: bool) -> tuple[dict, list[str]]:
+    """The build's settings: each command-line value, else the recipe's (the command line wins key by key).
+
+    Returns (settings, overrides): what the flags replaced, also said in one info line."""
+    settings = dict(given)
+    overrides = []
+    if recipe_obj is None:
+        return settings, overrides
+    build_table = recipe_obj.build or {}
+    from_recipe = {"model": recipe_obj.model, "data": recipe_obj.data, "board": recipe_obj.board,
+                   "backend": recipe_obj.backend, "output": build_table.get("output"),
+                   "runner": build_table.get("runner"), "arena_margin": build_table.get("arena_margin")}
+    flags = {"model": "MODEL", "data": "--data", "board": "--board", "backend": "--backend", "output": "-o"}
+    for key, value in from_recipe.items():
+        if value is None:
+            continue
+        if settings.get(key) is None:
+            settings[key] = value
+        elif key in flags and str(settings[key]) != str(value):
+            overrides.append(f"{flags[key]} {settings[key]} (recipe: {value})")
+    if settings.get("arena_bytes") is not None and settings.get("arena_margin") is not None:
+        overrides.append(f"--arena-bytes {settings['arena_bytes']} (recipe: arena_margin {settings['arena_margin']})")
+        settings["arena_margin"] = None
+    if overrides:
+        from edgekit.console import info
+
+        info(f"the command line overrides {recipe_obj.path.name}: {'; '.join(overrides)}", quiet)
+    return settings, overrides
+
+
+def _check_runner(runner: str | None, board) -> None:
+    """A recipe's [build] runner must be one the board can be flashed with."""
+    if runner is None:
+        return
+    allowed = board.flash.get("runners") or ([board.default_runner] if board.default_runner else [])
+    if runner not in allowed:
+        raise UsageError(f"the recipe's [build] runner '{runner}' cannot flash {board.name}; its runners are: "
+                         f"{', '.join(allowed) or 'none'}")
+
+
 def build(model, board_name: str | None = None, out_dir=None, *, backend: str | None = None, data=None,
           recipe=None, arena_bytes: int | None = None, compile: bool = True, flash: bool = False,
           profile: bool = False, runs: int | None = None, port: str | None = None, quiet: bool = False,
           progress=None) -> dict:
-    """Run the pipeline; returns the report (the --json document). `progress` is a console.progress() bar."""
-    from edgekit.analyze import analyze
+    """Run the pipeline; returns the report (the --json document). `progress` is a console.progress() bar.
+
+    The output folder is locked for the whole run, and replaced only when the new one is complete (see
+    edgekit.fileio.FolderSwap): a failure or an interrupt at any point leaves the previous build as it was."""
     from edgekit.boards import load_board
     from edgekit.codegen.common import safe_file_stem
-    from edgekit.fileio import atomic_output_dir
+    from edgekit.fileio import output_lock
+    from edgekit.models import model_kind
 
     recipe_obj = _load_recipe(recipe) if recipe else None
-    if recipe_obj is not None:
-        model = model or getattr(recipe_obj, "model", None)
-        data = data if data is not None else getattr(recipe_obj, "data", None)
-        board_name = board_name or getattr(recipe_obj, "board", None)
-        backend = backend or getattr(recipe_obj, "backend", None)
+    settings, overrides = _from_recipe(recipe_obj, {
+        "model": model, "data": data, "board": board_name, "backend": backend, "output": out_dir,
+        "arena_bytes": arena_bytes}, quiet)
+    model, data, board_name, backend = settings["model"], settings["data"], settings["board"], settings["backend"]
     if not model:
         raise UsageError("no model given; pass MODEL or a recipe that names one")
     if not board_name:
@@ -205,9 +249,33 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
         raise UsageError(f"--arena-bytes must be positive, got {arena_bytes}")
     if arena_bytes is not None and backend != "tflm":
         raise UsageError("--arena-bytes applies to the tflm backend only (the native backend's arena is its plan)")
+    arena_margin = settings.get("arena_margin")
+    if arena_margin is not None and backend != "tflm":
+        raise UsageError(f"the recipe's [build] arena_margin applies to the tflm backend only ({board.name} builds "
+                         f"with {backend}, whose arena is its exact plan); remove it or use backend = \"tflm\"")
+    _check_runner(settings.get("runner"), board)
     model_path = Path(model)
-    if not model_path.exists():
-        raise EdgekitError(f"model not found: {model_path}")
+    kind = model_kind(model_path)
+    if kind == "tflite" and recipe_obj is not None and recipe_obj.optimize:
+        raise UsageError(f"the recipe's [[optimize]] steps need a Keras model; {model_path.name} is a .tflite "
+                         "(remove the steps or give the Keras model)")
+    source_name = model_path.stem if model_path.is_file() else model_path.name  # the graph's name (see _int8_model)
+    out = Path(settings["output"]) if settings.get("output") else Path(
+        f"build-{safe_file_stem(source_name)}-{board.name}")
+    with output_lock(out):
+        result = _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes, arena_margin,
+                               settings.get("runner"), compile, quiet, progress, flash, profile, runs, port)
+    if recipe_obj is not None:
+        result["recipe"] = {"path": str(recipe_obj.path), "overridden_by_flags": overrides}
+    return result
+
+
+def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes, arena_margin, runner, compile,
+                  quiet, progress, flash, profile, runs, port) -> dict:
+    """The pipeline once the output folder is ours."""
+    from edgekit.analyze import analyze
+    from edgekit.codegen.common import device_model_name, safe_file_stem
+    from edgekit.fileio import replacing_output_dir
 
     stage_names = ["quantize", "analyze", "generate", "compile"] + (["flash"] if flash else []) + (
         ["profile"] if profile else [])
@@ -225,27 +293,31 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
     report = analyze(graph, board, backend)
     placement = check_fit(graph, board, backend, report)
     if backend == "tflm":
-        placement = check_tflm_arena(graph, board, arena_bytes, placement)
+        placement = check_tflm_arena(graph, board, arena_bytes, placement, arena_margin)
     stages.append({"stage": "analyze", "seconds": round(time.monotonic() - started, 2), "fits": True,
                    "ram_bytes": report["ram_bytes"], "flash_bytes": report["flash_bytes"]})
     advance("generate")
 
-    out = Path(out_dir) if out_dir else Path(f"build-{safe_file_stem(graph.name)}-{board.name}")
     model_file = f"{safe_file_stem(graph.name)}.tflite"
+    # The device reports this name (ek-info); `profile` compares it with the manifest's: the same string.
+    device_name = device_model_name(graph.name)
     started = time.monotonic()
     manifest = {
         "board": board.name, "backend": backend, "model": model_file, "model_sha256": graph.sha256,
-        "model_name": graph.name, "ops": graph.opcodes, "num_layers": len(graph.operators),
-        "arena_bytes": None, "sizes": None, "firmware": None, "runner": board.default_runner,
+        "model_name": device_name, "ops": graph.opcodes, "num_layers": len(graph.operators),
+        "arena_bytes": None, "sizes": None, "firmware": None, "runner": runner or board.default_runner,
         "input": _tensor(graph.input_tensors()[0]), "output": _tensor(graph.output_tensors()[0]),
         "macs": report.get("macs"), "project": None,
     }
     project = None
-    with atomic_output_dir(out) as staging:
+    compiled = None
+    with replacing_output_dir(out, MANIFEST) as swap:
+        staging = swap.begin()
         if backend == "tflm":
             from edgekit.codegen.tflm import write_tflm_project
 
-            project = write_tflm_project(graph, board, staging, arena_bytes, placement["internal_ram_budget"])
+            project = write_tflm_project(graph, board, staging, arena_bytes, placement["internal_ram_budget"],
+                                         arena_margin)
             manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(),
                             arena_in_psram=project.arena_in_psram, project=project.family,
                             build_hint=project.build_hint, expected_firmware=project.expected_firmware,
@@ -256,24 +328,26 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
                 import edgekit.codegen.native  # noqa: F401  (the native backend generator)
             except ImportError as error:
                 raise _stage_unavailable("native codegen", error) from None
-            native = generate_native_project(graph, board, staging)  # replaces the staging folder as a whole
+            # replaces the staging folder as a whole (so the marker goes in again after)
+            native = generate_native_project(graph, board, staging, name=device_name)
+            (staging / swap.MARKER).write_bytes(b"")
             manifest.update(arena_bytes=native.arena_bytes, project=native.family)
         (staging / model_file).write_bytes(graph.model_bytes)
-        _write_manifest(staging, manifest)
-    stages.append({"stage": "generate", "seconds": round(time.monotonic() - started, 2), "folder": str(out)})
-    advance("compile")
+        stages.append({"stage": "generate", "seconds": round(time.monotonic() - started, 2), "folder": str(out)})
+        advance("compile")
 
-    # Compiling happens in the final folder: build systems (CMake, ESP-IDF) record absolute paths.
-    started = time.monotonic()
-    compiled = None
-    if compile:
-        compiled = _compile(out, board, backend, project, manifest)
-        stages.append({"stage": "compile", "seconds": round(time.monotonic() - started, 2), **compiled})
-    else:
-        stages.append({"stage": "compile", "skipped": "--no-compile"})
-    _write_manifest(out, manifest)
+        # Compiling happens in the final folder (build systems such as CMake and ESP-IDF record absolute paths),
+        # with the previous build set aside until the manifest, written last, says this one is complete.
+        swap.move_into_place()
+        started = time.monotonic()
+        if compile:
+            compiled = _compile(out, board, backend, project, manifest)
+            stages.append({"stage": "compile", "seconds": round(time.monotonic() - started, 2), **compiled})
+        else:
+            stages.append({"stage": "compile", "skipped": "--no-compile"})
+        _write_manifest(out, manifest)
+        swap.commit()
     advance("flash" if flash else "profile")
-
     result = {"folder": str(out), "manifest": manifest, "analysis": {
         "fits": report["fits"], "ram": report["ram"], "flash": report["flash"], "macs": report["macs"],
         "params": report["params"]}, "stages": stages, "flash": None, "profile": None}

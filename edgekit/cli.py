@@ -5,6 +5,7 @@ for), and those modules import TensorFlow only inside their functions: `edgekit 
 """
 
 import importlib
+import signal
 import sys
 
 import click
@@ -24,8 +25,30 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is, so that the same cleanup runs (outputs, children)."""
+
+
+class _Stopped(BaseException):
+    """An interrupt on its way out of click, which would otherwise turn it into Abort after a blank line."""
+
+    def __init__(self, terminated: bool):
+        super().__init__()
+        self.terminated = terminated
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            raise _Stopped(isinstance(interrupt, Terminated)) from None
 
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -59,8 +82,8 @@ def main(argv=None):
 
     With --json the same error is also one JSON object on stdout, {"error": ..., "kind": ...}, so CI gets
     something it can parse. Exit codes: 1 bad input, file system error or internal error; 2 usage; 130
-    interrupted. An unexpected exception is reported as an internal error unless EDGEKIT_DEBUG=1 asks for the
-    traceback.
+    interrupted (SIGINT), 143 terminated (SIGTERM): both interrupt the command the same way, so cleanup runs.
+    An unexpected exception is reported as an internal error unless EDGEKIT_DEBUG=1 asks for the traceback.
     """
     import os
 
@@ -70,11 +93,18 @@ def main(argv=None):
     as_json = _wants_json(args)
 
     def fail(message: str, kind: str, code: int):
+        _quiet_signals()
         print_error(message, kind, as_json)
         sys.exit(code)
 
+    def stopped(terminated: bool):
+        fail("terminated (SIGTERM)" if terminated else "interrupted", "interrupted", 143 if terminated else 130)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         returned = cli.main(args=args, prog_name="edgekit", standalone_mode=False)
+    except _Stopped as stop:
+        stopped(stop.terminated)
     except EdgekitError as error:
         fail(str(error), error.kind, error.exit_code)
     except click.exceptions.Abort:
@@ -84,8 +114,8 @@ def main(argv=None):
         fail(error.format_message(), kind, error.exit_code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", "interrupted", 130)
+    except KeyboardInterrupt as interrupt:
+        stopped(isinstance(interrupt, Terminated))
     except OSError as error:  # the last line of defence: the places that read or write say more
         import errno
 
@@ -106,6 +136,12 @@ def _wants_json(args: list[str]) -> bool:
     """--json among the options (before a `--` that ends them): the error is then reported as JSON too."""
     options = args[:args.index("--")] if "--" in args else args
     return "--json" in options
+
+
+def _quiet_signals() -> None:
+    """Cleanup is done: a second Ctrl-C or SIGTERM while exiting must not print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

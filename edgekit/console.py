@@ -79,7 +79,7 @@ def stderr_console():
 def info(message: str, quiet: bool = False) -> None:
     """A one-line note for people (stderr, so --json output stays clean)."""
     if not quiet:
-        stderr_console().print(message, highlight=False)
+        stderr_console().print(message, highlight=False, markup=False)  # "[[optimize]]", paths with [ ]: as is
 
 
 def table(title: str, columns: list[str], rows: list[list], *, right_align_from: int = 1):

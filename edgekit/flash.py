@@ -12,14 +12,12 @@ program outlives the command.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -32,6 +30,7 @@ from pathlib import Path
 from edgekit.boards import Board, load_board
 from edgekit.device import BOOT_TIMEOUT, Device, PipeTransport, SerialTransport, exit_text
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.processes import kill_tied, popen_tied, stop_tied
 
 MANIFEST = "edgekit-build.json"
 FLASH_TOOL_TIMEOUT = 600  # seconds; a flash tool that takes longer has hung
@@ -165,17 +164,6 @@ def _require_module(module: str, hint: str) -> None:
         raise EdgekitError(f"Python module {module} not found; install it with {hint}")
 
 
-def _die_with_parent():
-    """preexec_fn: the child gets SIGKILL when the thread that started it dies, so no orphan survives a killed run.
-    libc is loaded before the fork (no dlopen in the child)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def preexec():
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-    return preexec if sys.platform.startswith("linux") else None
-
-
 class Runner:
     """One flash tool. Subclasses set `name`, `capabilities`, `install_hint` and implement `create`/`commands`."""
 
@@ -257,8 +245,7 @@ def _run(command: list[str], log=None, timeout: float = FLASH_TOOL_TIMEOUT) -> N
         log("$ " + shlex.join(command))
     tail = []
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+        process = popen_tied(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except OSError as error:
         raise EdgekitError(f"cannot run {command[0]}: {error.strerror or error}") from None
 
@@ -274,9 +261,10 @@ def _run(command: list[str], log=None, timeout: float = FLASH_TOOL_TIMEOUT) -> N
     reader.start()
     try:
         code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    except BaseException as error:  # a hung tool, or an interrupt: nothing keeps running
+        kill_tied(process)
+        if not isinstance(error, subprocess.TimeoutExpired):
+            raise
         raise EdgekitError(f"{tool} did not finish within {timeout} s; check the board's "
                            "connection") from None
     finally:
@@ -313,16 +301,7 @@ class Session:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream:
-            stream.close()
+    stop_tied(process)
 
 
 def _start_session(command: list[str], kind: str, connect, boot_timeout: float, log_stdout: bool = False,
@@ -330,10 +309,11 @@ def _start_session(command: list[str], kind: str, connect, boot_timeout: float, 
     """Start the program that is the device (emulator, host program) with its stderr (and stdout if `log_stdout`)
     in a temporary log, connect with `connect(process, log_path) -> Transport` and wait until it answers.
     Nothing outlives a failure: the process is stopped and the log removed."""
-    fd, log_path = tempfile.mkstemp(prefix=f"edgekit-{kind}-", suffix=".log")
+    _remove_stale_logs()
+    fd, log_path = tempfile.mkstemp(prefix=f"edgekit-{kind}-{os.getpid()}-", suffix=".log")
     stdout = fd if log_stdout else popen.pop("stdout", None)
     try:
-        process = subprocess.Popen(command, stdout=stdout, stderr=fd, preexec_fn=_die_with_parent(), **popen)
+        process = popen_tied(command, stdout=stdout, stderr=fd, **popen)
     except OSError as error:
         os.unlink(log_path)
         raise EdgekitError(f"cannot start {command[0]}: {error}") from None
@@ -351,6 +331,20 @@ def _start_session(command: list[str], kind: str, connect, boot_timeout: float, 
         os.unlink(log_path)
         raise
     return Session(device, process, cleanup=[log_path], boot_lines=boot)
+
+
+def _remove_stale_logs() -> None:
+    """Session logs (edgekit-KIND-PID-*.log in TMPDIR) of edgekit processes that were killed before closing."""
+    for path in Path(tempfile.gettempdir()).glob("edgekit-*-*-*.log"):
+        match = re.fullmatch(r"edgekit-[a-z]+-(\d+)-.+\.log", path.name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass  # alive (another user's), or not a pid
 
 
 def _boot_check(session: Session, started: float) -> dict:

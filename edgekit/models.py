@@ -141,6 +141,33 @@ def wrap_keras_model(model, name: str | None = None) -> LoadedModel:
     return loaded
 
 
+def model_kind(path) -> str:
+    """"tflite", "keras" or "saved_model", from the file's first bytes (nothing is loaded); one-line EdgekitError
+    for a path that is not a model."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"model file not found: {path}")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return "saved_model"
+        raise EdgekitError(f"{path} is a folder but not a SavedModel (no saved_model.pb); expected a .keras or "
+                           ".h5 file, a SavedModel folder or a .tflite file")
+    if not path.is_file():
+        raise EdgekitError(f"{path} is not a regular file; expected a .keras or .h5 file, a SavedModel folder or "
+                           "a .tflite file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.suffix.lower() == ".tflite" or head[4:8] == b"TFL3":
+        return "tflite"
+    if (head.startswith(b"PK") and zipfile.is_zipfile(path)) or head == _HDF5_MAGIC:
+        return "keras"
+    if path.suffix.lower() in _KERAS_SUFFIXES:
+        raise EdgekitError(f"{path} is not a valid {path.suffix} file (neither a Keras zip archive nor HDF5); "
+                           "expected a model saved with model.save()")
+    raise EdgekitError(f"{path} is not a model file; expected a .keras or .h5 file, a SavedModel folder or a "
+                       ".tflite file")
+
+
 def load_model(path) -> LoadedModel:
     """Read a `.keras`, `.h5`, SavedModel folder or `.tflite` file; one-line EdgekitError for anything else."""
     from edgekit.fileio import MAX_MODEL_BYTES, check_input_file, read_input_file

@@ -77,6 +77,10 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         info = device.info()
         running = device.identity()["model"]
         expected = build.manifest.get("model_name")
+        if expected:  # builds before the name was sanitized in the manifest: the firmware reports it sanitized
+            from edgekit.codegen.common import device_model_name
+
+            expected = device_model_name(expected)
         if running and expected and running != expected:
             raise EdgekitError(f"the device runs model '{running}' but the build is '{expected}'; flash it first "
                                "(edgekit flash)")

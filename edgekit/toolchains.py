@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.processes import run_tied
 
 BUILD_TIMEOUT = 1800  # seconds: a first ESP-IDF build compiles the whole IDF and TFLite Micro
 
@@ -95,8 +96,7 @@ def _run(commands: list[list[str]], cwd: Path, log_path: Path, what: str) -> Non
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
             try:
-                result = subprocess.run(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                        timeout=BUILD_TIMEOUT)
+                result = run_tied(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT)
             except subprocess.TimeoutExpired:
                 raise EdgekitError(f"{what} took more than {BUILD_TIMEOUT} s; stopped (log: {log_path})") from None
             if result.returncode != 0:

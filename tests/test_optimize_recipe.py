@@ -19,7 +19,7 @@ def test_the_documented_example_reads():
     assert recipe.optimize == [{"technique": "structured", "ratio": 0.5, "criterion": "auto", "epochs": 10,
                                 "lr": 1e-3}]
     assert recipe.quantize == {"calibration_samples": 200}
-    assert recipe.build == {"arena_margin": 0.1}
+    assert recipe.build == {"runner": "qemu"}
     assert load_recipe(EXAMPLE.parent).path == EXAMPLE  # a folder means its edgekit.toml
 
 
@@ -30,7 +30,7 @@ def test_paths_resolve_against_the_recipe_folder(tmp_path):
     recipe = load_recipe(recipe_file)
     assert recipe.model == (tmp_path / "models" / "m.keras").resolve()
     assert recipe.optimize[0]["teacher"] == str((tmp_path / "proj" / "t.keras").resolve())
-    assert recipe.backend == "tflm" and recipe.board is None and recipe.data is None
+    assert recipe.backend is None and recipe.board is None and recipe.data is None  # None: the board's default
 
 
 @pytest.mark.parametrize("text, message", [

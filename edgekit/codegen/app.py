@@ -25,6 +25,7 @@ from edgekit import __version__
 from edgekit.boards import Board, load_board
 from edgekit.codegen.common import atomic_output_dir, c_comment, c_string, render
 from edgekit.errors import EdgekitError
+from edgekit.processes import run_tied
 from edgekit.resources import templates_dir
 
 ARM_GCC = "arm-none-eabi-gcc"
@@ -261,7 +262,7 @@ def _warnings(log: str) -> list[str]:
 
 def read_sizes(size_tool: str, firmware: Path) -> dict:
     """text/data/bss of an executable, from `size` (Berkeley format)."""
-    result = subprocess.run([size_tool, "-B", str(firmware)], capture_output=True, text=True)
+    result = run_tied([size_tool, "-B", str(firmware)], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise EdgekitError(f"{Path(size_tool).name} failed on {firmware}: {_first_problem(result.stderr)}")
     last = result.stdout.strip().splitlines()[-1].split()
@@ -286,7 +287,7 @@ def compile_project(project_dir, board) -> CompileResult:
                "-o", str(partial.relative_to(project_dir))]
     log_path = build_dir / "compile.log"
     try:
-        result = subprocess.run(command, cwd=project_dir, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        result = run_tied(command, cwd=project_dir, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise EdgekitError(f"compiling {project_dir} took more than {COMPILE_TIMEOUT} s; stopped") from None
     log = result.stdout + result.stderr

@@ -33,7 +33,13 @@ def c_identifier(text: str, prefix: str = "m") -> str:
         name = f"{prefix}_{name}"
     if name in C_KEYWORDS or name.startswith("__"):
         name = f"{prefix}_{name}"
-    return name[:63]
+    return name[:63].rstrip("_")  # no trailing '_' after the cut: c_identifier(c_identifier(x)) == c_identifier(x)
+
+
+def device_model_name(text: str) -> str:
+    """The model name the firmware reports (`ek-info`) and the manifest records: one sanitized string, so that
+    `profile` can compare them whatever the file was called (`?`, non-ASCII, a newline, 200 characters)."""
+    return c_identifier(text, prefix="model")
 
 
 def safe_file_stem(text: str) -> str:

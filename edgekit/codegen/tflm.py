@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.codegen.common import atomic_output_dir, c_comment, c_float, c_identifier, c_string, render, safe_file_stem
+from edgekit.codegen.common import (atomic_output_dir, c_comment, c_float, c_identifier, c_string, device_model_name,
+                                    render, safe_file_stem)
 from edgekit.errors import EdgekitError
 from edgekit.resources import templates_dir
 
@@ -79,6 +80,7 @@ class ArenaSize:
     margin_bytes: int
     bytes: int  # the constant in the generated code
     overridden: bool = False
+    margin_fraction: float = ARENA_MARGIN_FRACTION  # of measured + scratch, before the fixed ARENA_MARGIN_BYTES
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -146,12 +148,15 @@ def kernel_scratch_bytes(graph, family: str) -> int:
     return largest
 
 
-def arena_size(graph, family: str, arena_bytes: int | None = None) -> ArenaSize:
-    """The arena constant: 32-bit estimate of the measured arena + kernel scratch + margin, rounded to 16 bytes."""
+def arena_size(graph, family: str, arena_bytes: int | None = None, margin_fraction: float | None = None) -> ArenaSize:
+    """The arena constant: 32-bit estimate of the measured arena + kernel scratch + margin, rounded to 16 bytes.
+
+    `margin_fraction` (a recipe's [build] arena_margin) replaces the default 10 % margin."""
+    fraction = ARENA_MARGIN_FRACTION if margin_fraction is None else float(margin_fraction)
     measured = _measured_arena(graph)
     host, target = int(measured["total_bytes"]), int(measured["total_bytes_32bit"])
     scratch = kernel_scratch_bytes(graph, family)
-    margin = int(math.ceil((target + scratch) * ARENA_MARGIN_FRACTION)) + ARENA_MARGIN_BYTES
+    margin = int(math.ceil((target + scratch) * fraction)) + ARENA_MARGIN_BYTES
     total = _align16(target + scratch + margin)
     if arena_bytes is not None:
         if arena_bytes < target:
@@ -159,7 +164,7 @@ def arena_size(graph, family: str, arena_bytes: int | None = None) -> ArenaSize:
                 f"--arena-bytes {arena_bytes:,} is below the {target:,} bytes TFLite Micro needs for {graph.name} "
                 f"on a 32-bit target; expected at least that")
         return ArenaSize(host, target, scratch, 0, _align16(arena_bytes), overridden=True)
-    return ArenaSize(host, target, scratch, margin, total)
+    return ArenaSize(host, target, scratch, margin, total, margin_fraction=fraction)
 
 
 _ARENA_CACHE: dict[str, dict] = {}
@@ -244,7 +249,7 @@ def _context(graph, board, arena: ArenaSize, in_psram: bool, family: str) -> dic
         raise EdgekitError(f"{graph.name} has {len(inputs)} inputs and {len(outputs)} outputs; the device "
                            f"application serves models with exactly one of each")
     ops = resolver_ops(graph)
-    name = c_identifier(graph.name, prefix="model")
+    name = device_model_name(graph.name)
     return {
         "model_name": name,  # printable ASCII, no quotes: what ek_model_info() reports
         "model_name_c": c_string(name),
@@ -262,7 +267,7 @@ def _context(graph, board, arena: ArenaSize, in_psram: bool, family: str) -> dic
         "board_comment": c_comment(board.description),
         "project_name": _project_name(graph),
         "family": family,
-        "margin_percent": int(ARENA_MARGIN_FRACTION * 100),
+        "margin_percent": f"{arena.margin_fraction * 100:g}",
         "margin_fixed": ARENA_MARGIN_BYTES,
         "version": _version_text(),
     }
@@ -383,14 +388,15 @@ _RENDERERS = {"esp-idf": _render_esp_idf, "cmake-arm": _render_cmake_arm, "ardui
 
 
 def write_tflm_project(graph, board, root, arena_bytes: int | None = None,
-                       internal_ram_budget: int | None = None) -> TflmProject:
-    """Render the project into an existing folder `root` (the caller makes it atomic)."""
+                       internal_ram_budget: int | None = None, arena_margin: float | None = None) -> TflmProject:
+    """Render the project into an existing folder `root` (the caller makes it atomic); `arena_margin`: the
+    arena's margin fraction instead of the default."""
     family = board.project
     if family not in _RENDERERS:
         raise EdgekitError(f"board {board.name} builds '{family}' projects; the TFLite Micro backend generates "
                            f"{', '.join(FAMILIES)} projects (use --backend native for emulated and host boards)")
     root = Path(root)
-    arena = arena_size(graph, family, arena_bytes)
+    arena = arena_size(graph, family, arena_bytes, arena_margin)
     in_psram = _psram_placement(board, arena, internal_ram_budget)
     ctx = _context(graph, board, arena, in_psram, family)
     written: list[str] = []

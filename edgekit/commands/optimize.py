@@ -35,11 +35,13 @@ class _LearningRate(click.ParamType):
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Where to write the optimized .keras (default: MODEL_optimized.keras in the current folder).")
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
-              help="An edgekit.toml: its model, data and [[optimize]] steps (flags given here override them).")
+              help="An edgekit.toml: its model, data and [[optimize]] steps. Technique flags replace its steps; "
+                   "--epochs, --lr and the other settings override those keys of its steps.")
 @click.option("--structured", type=float, default=None, metavar="RATIO",
               help="Remove this fraction of the channels of every prunable layer (e.g. 0.5).")
-@click.option("--criterion", type=click.Choice(["auto", "l1", "bn"]), default="auto", show_default=True,
-              help="Channel ranking for --structured: BatchNorm |gamma| where present (auto), or filter L1 norm.")
+@click.option("--criterion", type=click.Choice(["auto", "l1", "bn"]), default=None,
+              help="Channel ranking for --structured: BatchNorm |gamma| where present (auto, the default), or "
+                   "filter L1 norm.")
 @click.option("--rank-energy", type=float, default=None, metavar="FRACTION",
               help="Factorize Dense and 1x1 Conv2D layers keeping this fraction of the spectral energy (e.g. 0.9).")
 @click.option("--prune", type=float, default=None, metavar="SPARSITY",
@@ -85,24 +87,32 @@ def command(model, data, output, recipe, structured, criterion, rank_energy, pru
       edgekit optimize model.keras --data data.npz --prune 0.8 --lr auto -o sparse.keras
       edgekit optimize --recipe edgekit.toml -o small.keras
     """
-    from edgekit.optimize import load_data, load_keras_model, run_recipe, steps_from_flags
+    from edgekit.optimize import load_data, load_keras_model, run_recipe, steps_from_flags, steps_with_flags
 
     if model is not None and model.suffix == ".toml" and recipe is None:
         model, recipe = None, model
+    training = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "clipnorm": clipnorm, "clipvalue": clipvalue,
+                "l1": l1, "recover_within": recover_within, "max_epochs": max_epochs}
     steps = steps_from_flags(
-        structured=structured, criterion=criterion, rank_energy=rank_energy, prune=prune,
+        structured=structured, criterion=criterion or "auto", rank_energy=rank_energy, prune=prune,
         prune_schedule=prune_schedule, prune_scope=prune_scope, distill=distill,
         distill_from=str(distill_from) if distill_from else None, temperature=temperature, alpha=alpha,
-        training={"epochs": epochs, "lr": lr, "batch_size": batch_size, "clipnorm": clipnorm,
-                  "clipvalue": clipvalue, "l1": l1, "recover_within": recover_within, "max_epochs": max_epochs})
+        training=training)
+    overridden = None
     if recipe is not None:
         from edgekit.recipe import load_recipe
 
         r = load_recipe(recipe)
         model = model or r.model
         data = data or r.data
-        if not steps:
-            steps = r.optimize
+        step_keys = {"structured": {"criterion": criterion},
+                     "magnitude": {"schedule": prune_schedule, "scope": prune_scope},
+                     "distill": {"temperature": temperature, "alpha": alpha}}
+        step_keys = {t: {k: v for k, v in keys.items() if v is not None} for t, keys in step_keys.items()}
+        technique_given = any(v is not None for v in (structured, rank_energy, prune, distill_from)) or distill
+        steps, overridden = steps_with_flags(r.optimize, steps, training, step_keys, technique_given)
+        if overridden:
+            info(overridden, as_json)
     if model is None:
         raise UsageError("no model given; pass MODEL (a .keras or .h5 file) or --recipe edgekit.toml with 'model'")
     if not steps:
@@ -130,6 +140,8 @@ def command(model, data, output, recipe, structured, criterion, rank_energy, pru
     optimized, report = run_recipe(keras_model, dataset, steps, quiet=as_json, int8=not no_int8, on_step=show)
     _save_keras(optimized, output)
     report = {"model": str(model), "data": None if data is None else str(data), "output": str(output), **report}
+    if recipe is not None:
+        report["recipe"] = {"path": str(r.path), "overridden_by_flags": overridden}
     if plot is not None:
         plot_steps(report, plot)
         report["plot"] = str(plot)

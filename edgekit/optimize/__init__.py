@@ -289,3 +289,50 @@ def steps_from_flags(*, structured=None, criterion="auto", rank_energy=None, pru
     if not steps and training.get("epochs"):
         steps.append({"technique": "finetune", **training})
     return [copy.deepcopy(s) for s in steps]
+
+
+_FLAG_NAMES = {"schedule": "--prune-schedule", "scope": "--prune-scope"}
+_MAIN_KEY = {"structured": "ratio", "lowrank": "energy", "magnitude": "sparsity", "distill": "teacher"}
+
+
+def describe_step(step: dict) -> str:
+    """'structured ratio=0.5': a step in a few words, for the line that says what the flags replaced."""
+    key = _MAIN_KEY.get(step.get("technique"))
+    return f"{step.get('technique')} {key}={step[key]}" if key and step.get(key) is not None else \
+        str(step.get("technique"))
+
+
+def steps_with_flags(recipe_steps: list[dict], flag_steps: list[dict], training: dict, step_keys: dict,
+                     technique_given: bool) -> tuple[list[dict], str | None]:
+    """The recipe's [[optimize]] steps with the command line applied, and one line saying what changed.
+
+    The rule: technique flags (--structured, --rank-energy, --prune, --distill, --distill-from) give the steps,
+    which then replace the recipe's; the other flags override keys of the recipe's steps: training flags
+    (--epochs, --lr, ...) on every step, technique settings (--criterion, --prune-schedule, --prune-scope,
+    --temperature, --alpha; `step_keys`: technique -> {key: value}) on the steps of that technique.
+    """
+    training = {k: v for k, v in (training or {}).items() if v is not None}
+    if not recipe_steps:
+        return flag_steps, None
+    if technique_given:
+        return flag_steps, (f"the command line's steps ({', '.join(describe_step(s) for s in flag_steps)}) replace "
+                            f"the recipe's [[optimize]] steps ({', '.join(describe_step(s) for s in recipe_steps)})")
+    for technique, keys in step_keys.items():
+        if keys and not any(s["technique"] == technique for s in recipe_steps):
+            flags = ", ".join(_FLAG_NAMES.get(k, f"--{k}") for k in keys)
+            raise EdgekitError(f"{flags} set {technique} steps, and the recipe's [[optimize]] steps "
+                               f"({', '.join(describe_step(s) for s in recipe_steps)}) have none")
+    steps, changes = [], []
+    for i, recipe_step in enumerate(recipe_steps):
+        step = copy.deepcopy(recipe_step)
+        new = {**training, **step_keys.get(step["technique"], {})}
+        replaced = [f"{k}={v}" for k, v in new.items() if step.get(k, _UNSET) != v]
+        step.update(new)
+        if replaced:
+            changes.append(f"step {i + 1} ({step['technique']}): {', '.join(replaced)}")
+        steps.append(step)
+    note = f"the command line overrides the recipe's [[optimize]] steps: {'; '.join(changes)}" if changes else None
+    return steps, note
+
+
+_UNSET = object()
