@@ -85,30 +85,41 @@ def main(argv=None):
     interrupted (SIGINT), 143 terminated (SIGTERM): both interrupt the command the same way, so cleanup runs.
     An unexpected exception is reported as an internal error unless EDGEKIT_DEBUG=1 asks for the traceback.
     """
-    import os
-
     from edgekit.console import print_error
 
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
 
     def fail(message: str, kind: str, code: int):
-        _quiet_signals()
         print_error(message, kind, as_json)
         sys.exit(code)
 
     def stopped(terminated: bool):
+        _quiet_signals()  # the process is exiting
         fail("terminated (SIGTERM)" if terminated else "interrupted", "interrupted", 143 if terminated else 130)
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        returned = cli.main(args=args, prog_name="edgekit", standalone_mode=False)
+        returned = _run(args, fail, stopped)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:  # called in-process (tests): leave it as it was
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    # click returns the exit code of --help/--version in non-standalone mode; commands return None.
+    sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def _run(args: list[str], fail, stopped):
+    """The command, with every way it can fail turned into `fail(message, kind, exit code)`."""
+    import os
+
+    try:
+        return cli.main(args=args, prog_name="edgekit", standalone_mode=False)
     except _Stopped as stop:
         stopped(stop.terminated)
     except EdgekitError as error:
         fail(str(error), error.kind, error.exit_code)
     except click.exceptions.Abort:
-        fail("interrupted", "interrupted", 130)  # click turns Ctrl-C into Abort
+        stopped(False)  # click turns Ctrl-C into Abort
     except click.ClickException as error:
         kind = "usage" if isinstance(error, click.UsageError) or error.exit_code == 2 else "input"
         fail(error.format_message(), kind, error.exit_code)
@@ -128,8 +139,6 @@ def main(argv=None):
         detail = " ".join(str(error).split())[:300]
         fail(f"{type(error).__name__}{': ' + detail if detail else ''} (please report; EDGEKIT_DEBUG=1 shows the "
              "traceback)", "internal", 1)
-    # click returns the exit code of --help/--version in non-standalone mode; commands return None.
-    sys.exit(returned if isinstance(returned, int) else 0)
 
 
 def _wants_json(args: list[str]) -> bool:
@@ -139,9 +148,16 @@ def _wants_json(args: list[str]) -> bool:
 
 
 def _quiet_signals() -> None:
-    """Cleanup is done: a second Ctrl-C or SIGTERM while exiting must not print a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """Cleanup is done: a second Ctrl-C or SIGTERM while exiting must not print a traceback.
+
+    A no-op handler rather than SIG_IGN: an ignored signal stays ignored in every program started afterwards
+    (exec keeps SIG_IGN), which would make them deaf to Ctrl-C when main() was called in-process."""
+    signal.signal(signal.SIGINT, _ignore)
+    signal.signal(signal.SIGTERM, _ignore)
+
+
+def _ignore(signum, frame) -> None:
+    pass
 
 
 if __name__ == "__main__":

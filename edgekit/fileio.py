@@ -204,10 +204,8 @@ def atomic_output_dir(destination, *, overwrite: bool = True):
         apply_umask(staging, folder=True)
         try:
             yield staging
-        except OSError as error:  # name the file as it will be called, not its staging name
-            names = [str(n) for n in (error.filename2, error.filename) if n and str(staging) in str(n)]
-            where = _final_name(names[0]) if names else _final_name(str(destination))
-            raise io_error(where, error, "write", exact=True) from None
+        except OSError as error:
+            raise _output_io_error(error, staging, destination) from None
         with writing(destination), signals_deferred():  # an interrupt between the renames would lose both folders
             if destination.exists():
                 trash = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=parent))
@@ -224,6 +222,13 @@ def atomic_output_dir(destination, *, overwrite: bool = True):
 
 
 _staging_names: dict[str, str] = {}  # staging folder -> the output it becomes (nested stagings included)
+
+
+def _output_io_error(error: OSError, staging: Path, destination: Path) -> EdgekitError:
+    """The one line for an OSError while filling `staging`: the file named as it will be called once in place."""
+    names = [str(n) for n in (error.filename2, error.filename) if n and str(staging) in str(n)]
+    where = _final_name(names[0]) if names else _final_name(str(destination))
+    return io_error(where, error, "write", exact=True)
 
 
 def _final_name(name: str) -> str:
@@ -269,10 +274,12 @@ def output_lock(destination):
             break
     if destination.exists() and not destination.is_dir():
         raise EdgekitError(f"output {destination} exists and is not a folder; expected a folder path")
-    parent.mkdir(parents=True, exist_ok=True)
+    with writing(destination, "create the folder"):
+        parent.mkdir(parents=True, exist_ok=True)
     path = parent / f".{destination.name}.lock"
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(destination, "lock"):  # name the output, not the lock file beside it
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -373,12 +380,19 @@ def replacing_output_dir(destination, complete: str):
     """Undo what a killed run left and yield a FolderSwap; on any error or interrupt in the block the swap is
     undone (the previous folder survives, intact). The caller holds `output_lock(destination)`."""
     swap = FolderSwap(destination, complete)
-    swap.recover()
+    with writing(destination, "replace the folder"):
+        swap.recover()
+    _staging_names[str(swap.staging)] = str(destination)
     try:
         yield swap
+    except OSError as error:  # name the file as it will be called, not its staging name
+        swap.recover()
+        raise _output_io_error(error, swap.staging, Path(destination)) from None
     except BaseException:
         swap.recover()
         raise
+    finally:
+        _staging_names.pop(str(swap.staging), None)
     swap.recover()  # a block that returned before commit() leaves nothing half-done either
 
 
