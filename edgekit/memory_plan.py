@@ -10,6 +10,7 @@ with the smallest peak kept.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from edgekit.tflite_model import Graph
@@ -41,14 +42,16 @@ class MemoryPlan:
 
     def offset_of(self, tensor: int) -> int:
         owner = self.aliases.get(tensor, tensor)
-        for b in self.buffers:
-            if b.tensor == owner:
-                return b.offset
-        raise KeyError(f"tensor {tensor} is not an activation of this plan")
+        if "_by_tensor" not in self.__dict__:  # indexed once: the native backend asks for every tensor
+            self.__dict__["_by_tensor"] = {b.tensor: b for b in self.buffers}
+        buffer = self.__dict__["_by_tensor"].get(owner)
+        if buffer is None:
+            raise KeyError(f"tensor {tensor} is not an activation of this plan")
+        return buffer.offset
 
     def live_bytes_per_operator(self) -> list[int]:
         """Bytes alive while each operator runs (what a picture of the plan shows over time)."""
-        return [sum(b.size for b in self.buffers if b.first <= i <= b.last) for i in range(self.num_operators)]
+        return _live_bytes(self.buffers, 0, self.num_operators - 1)
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +61,38 @@ class MemoryPlan:
                          "last_op": b.last} for b in sorted(self.buffers, key=lambda b: b.offset)],
             "aliases": {str(k): v for k, v in self.aliases.items()},
         }
+
+
+def _live_bytes(buffers: list[Buffer], start: int, end: int) -> list[int]:
+    """Bytes alive at each time step start..end, by a sweep over lifetimes (linear, not buffers x steps)."""
+    if end < start:
+        return []
+    delta = [0] * (end - start + 2)
+    for b in buffers:
+        low, high = max(b.first, start), min(b.last, end)
+        if low <= high:
+            delta[low - start] += b.size
+            delta[high - start + 1] -= b.size
+    alive, total = [], 0
+    for change in delta[:-1]:
+        total += change
+        alive.append(total)
+    return alive
+
+
+def _neighbours(buffers: list[Buffer]) -> dict[int, list[Buffer]]:
+    """id(buffer) -> the buffers whose lifetimes overlap it, by a sweep in order of first use: the cost is the
+    number of overlapping pairs (what placement must look at anyway), not buffers squared."""
+    result: dict[int, list[Buffer]] = {id(b): [] for b in buffers}
+    active: list[tuple[int, int, Buffer]] = []  # heap of (last, tie, buffer) alive at the current start
+    for tie, b in enumerate(sorted(buffers, key=lambda b: (b.first, b.last))):
+        while active and active[0][0] < b.first:
+            heapq.heappop(active)
+        for _, _, other in active:
+            result[id(b)].append(other)
+            result[id(other)].append(b)
+        heapq.heappush(active, (b.last, tie, b))
+    return result
 
 
 def _align(n: int) -> int:
@@ -81,11 +116,11 @@ def place(buffers: list[Buffer]) -> None:
     """
     if not buffers:
         return
-    lower_bound = max(sum(b.size for b in buffers if b.first <= i <= b.last)
-                      for i in range(min(b.first for b in buffers), max(b.last for b in buffers) + 1))
+    lower_bound = max(_live_bytes(buffers, min(b.first for b in buffers), max(b.last for b in buffers)))
+    neighbours = _neighbours(buffers)
     best = None
     for key in PLACEMENT_ORDERS:
-        peak = _place_greedy(buffers, sorted(buffers, key=key), {}, mirrored=False)
+        peak = _place_greedy(buffers, sorted(buffers, key=key), {}, mirrored=False, neighbours=neighbours)
         if best is None or peak < best[0]:
             best = (peak, [b.offset for b in buffers])
         if peak <= lower_bound:
@@ -118,13 +153,12 @@ def _forbidden(buf: Buffer, p: Buffer, overlaps: dict[tuple[int, int], int], mir
 
 
 def _place_greedy(buffers: list[Buffer], order: list[Buffer], overlaps: dict[tuple[int, int], int], *,
-                  mirrored: bool) -> int:
-    """Place `order` one by one at the lowest free position; returns the peak. Mirrored fills from the top."""
-    placed: list[Buffer] = []
+                  mirrored: bool, neighbours: dict[int, list[Buffer]]) -> int:
+    """Place `order` one by one at the lowest free position; returns the peak. Mirrored fills from the top.
+    `neighbours` (from _neighbours) lists the buffers alive at the same time as each buffer."""
+    placed: set[int] = set()
     for buf in order:
-        intervals = sorted(
-            _forbidden(buf, p, overlaps, mirrored) for p in placed if p.first <= buf.last and buf.first <= p.last
-        )
+        intervals = sorted(_forbidden(buf, p, overlaps, mirrored) for p in neighbours[id(buf)] if id(p) in placed)
         offset = 0
         for low, high in intervals:
             if offset <= low:
@@ -132,7 +166,7 @@ def _place_greedy(buffers: list[Buffer], order: list[Buffer], overlaps: dict[tup
             if offset < high:
                 offset = _align(high)
         buf.offset = offset
-        placed.append(buf)
+        placed.add(id(buf))
     peak = max((b.offset + b.size for b in buffers), default=0)
     if mirrored:  # positions were counted from the top: turn them into offsets from the bottom
         for b in buffers:
@@ -147,10 +181,11 @@ def place_in_place(buffers: list[Buffer], overlaps: dict[tuple[int, int], int]) 
     arena from the bottom and from the top; the smallest peak wins (earlier tries win ties).
     """
     orders = [sorted(buffers, key=key) for key in PLACEMENT_ORDERS]
+    neighbours = _neighbours(buffers)
     best = None
     for mirrored in (False, True):
         for order in orders:
-            peak = _place_greedy(buffers, order, overlaps, mirrored=mirrored)
+            peak = _place_greedy(buffers, order, overlaps, mirrored=mirrored, neighbours=neighbours)
             if best is None or peak < best[0]:
                 best = (peak, [b.offset for b in buffers])
     for b, offset in zip(buffers, best[1]):

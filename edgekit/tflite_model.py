@@ -7,8 +7,9 @@ so there is one place that knows the flatbuffer schema. The schema bindings come
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,8 @@ class Tensor:
     quantized_dimension: int
     data: np.ndarray | None  # constant data (weights, biases, shapes), None for activations
     is_variable: bool = False
+    buffer: int = 0  # index into the model's buffers (0: the empty sentinel)
+    buffer_bytes: int = 0  # length of that buffer's data (0 for activations); checked against shape x dtype
 
     @property
     def is_constant(self) -> bool:
@@ -56,12 +59,12 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape) if self.shape else 1
 
     @property
     def nbytes(self) -> int:
-        if self.dtype in ("string", "resource", "variant"):
-            return 0
+        if self.dtype in ("string", "resource", "variant") or self.dtype.startswith("type"):
+            return 0  # no fixed size (or an unknown type, which validate_graph refuses)
         if self.dtype == "int4":
             return (self.size + 1) // 2
         return self.size * np.dtype(self.dtype).itemsize
@@ -84,6 +87,7 @@ class Operator:
     options: dict = field(default_factory=dict)  # builtin options, snake_case keys, enums as names
     custom_code: str | None = None
     version: int = 1
+    opcode_index: int = 0  # into the model's operator codes
 
     @property
     def display_name(self) -> str:
@@ -101,6 +105,9 @@ class Graph:
     outputs: list[int]
     model_bytes: bytes = field(repr=False)
     num_subgraphs: int = 1
+    schema_version: int = 3
+    num_buffers: int = 0
+    num_opcodes: int = 0
 
     @property
     def sha256(self) -> str:
@@ -118,13 +125,28 @@ class Graph:
         return [self.tensors[i] for i in self.outputs]
 
     def consumers(self, tensor_index: int) -> list[Operator]:
-        return [op for op in self.operators if tensor_index in op.inputs]
+        return list(self._consumers.get(tensor_index, ()))
 
     def producer(self, tensor_index: int) -> Operator | None:
+        return self._producers.get(tensor_index)
+
+    @cached_property
+    def _consumers(self) -> dict[int, list[Operator]]:
+        """Tensor -> operators reading it, indexed once (a scan per question made long graphs quadratic)."""
+        index: dict[int, list[Operator]] = {}
         for op in self.operators:
-            if tensor_index in op.outputs:
-                return op
-        return None
+            for t in dict.fromkeys(op.inputs):
+                index.setdefault(t, []).append(op)
+        return index
+
+    @cached_property
+    def _producers(self) -> dict[int, Operator]:
+        """Tensor -> the first operator writing it."""
+        index: dict[int, Operator] = {}
+        for op in self.operators:
+            for t in op.outputs:
+                index.setdefault(t, op)
+        return index
 
     @property
     def is_fully_int8(self) -> bool:
@@ -133,6 +155,7 @@ class Graph:
         return all(t.dtype == "int8" for t in ends) and not any(t.dtype.startswith("float") for t in self.tensors)
 
 
+@cache
 def _snake(name: str) -> str:
     out = []
     for ch in name:
@@ -142,8 +165,8 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
-def _options(op_t) -> dict:
-    raw = op_t.builtinOptions
+def _options(raw) -> dict:
+    """Builtin options (an object-API options object, or None) as a dict with snake_case keys."""
     if raw is None:
         return {}
     options = {}
@@ -159,69 +182,120 @@ def _options(op_t) -> dict:
     return options
 
 
-def _tensor(index: int, t, buffers) -> Tensor:
-    dtype = _TENSOR_TYPES.get(t.type, f"type{t.type}")
-    shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
-    q = t.quantization
-    scale = np.asarray(q.scale if q is not None and q.scale is not None else [], dtype=np.float32)
-    zero_point = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [], dtype=np.int64)
-    if zero_point.size < scale.size:  # some converters omit zero points for symmetric weights
-        zero_point = np.zeros(scale.size, dtype=np.int64)
-    data = None
-    buffer = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
-    if buffer is not None and buffer.data is not None and len(buffer.data) > 0 and dtype in _NUMPY_READABLE:
-        raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
-        data = np.frombuffer(raw, dtype=dtype).reshape(shape) if shape else np.frombuffer(raw, dtype=dtype)
-    name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name or f"tensor_{index}")
-    return Tensor(
-        index=index, name=name, shape=shape, dtype=dtype, scale=scale, zero_point=zero_point,
-        quantized_dimension=int(q.quantizedDimension) if q is not None else 0, data=data,
-        is_variable=bool(t.isVariable),
+def _vector(table, name: str) -> np.ndarray:
+    """A scalar vector field of a flatbuffer table as numpy (empty when absent), without the object API's copies."""
+    if getattr(table, f"{name}IsNone")():
+        return np.zeros(0, dtype=np.int32)
+    return getattr(table, f"{name}AsNumpy")()
+
+
+def _tensor(index: int, t, buffers: list[bytes]) -> Tensor:
+    """One tensor from the accessor API (reading only what edgekit uses keeps long graphs fast)."""
+    type_code, buffer = int(t.Type()), int(t.Buffer())
+    dtype = _TENSOR_TYPES.get(type_code, f"type{type_code}")
+    shape = tuple(int(d) for d in _vector(t, "Shape"))
+    q = t.Quantization()
+    scale = np.asarray(_vector(q, "Scale") if q is not None else [], dtype=np.float32).reshape(-1)
+    zero_point = np.asarray(_vector(q, "ZeroPoint") if q is not None else [], dtype=np.int64).reshape(-1)
+    raw = buffers[buffer] if 0 < buffer < len(buffers) else b""
+    tensor = Tensor(
+        index=index, name=_text(t.Name()) or f"tensor_{index}", shape=shape, dtype=dtype, scale=scale,
+        zero_point=zero_point, quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0, data=None,
+        is_variable=bool(t.IsVariable()), buffer=buffer, buffer_bytes=len(raw),
     )
+    # Data whose size does not match shape x dtype stays unread: validate_graph names the tensor.
+    if raw and dtype in _NUMPY_READABLE and all(d >= 0 for d in shape) and len(raw) == tensor.nbytes:
+        data = np.frombuffer(raw, dtype=dtype)
+        tensor.data = data.reshape(shape) if shape else data
+    return tensor
+
+
+def _buffer_data(buffer, model_bytes: bytes) -> bytes:
+    """A buffer's bytes: inside the flatbuffer, or after it (offset/size, for models over 2 GB)."""
+    if buffer is None:
+        return b""
+    if not buffer.DataIsNone() and buffer.DataLength() > 0:
+        return buffer.DataAsNumpy().tobytes()
+    offset, size = int(buffer.Offset()), int(buffer.Size())
+    if offset > 1:
+        if offset + size > len(model_bytes):
+            raise EdgekitError(f"a buffer's data lies outside the file (offset {offset}, size {size})")
+        return model_bytes[offset:offset + size]
+    return b""
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
 _NUMPY_READABLE = {"float32", "float16", "int32", "uint8", "int64", "int16", "int8", "float64", "bool", "uint32",
                    "uint16", "uint64"}
 
+# Sizes past which a model is refused before its tables are read: far above any microcontroller model (an LSTM
+# unrolled over hundreds of steps has a few thousand operators), low enough to keep analysis to seconds.
+MAX_OPERATORS = 100_000
+MAX_TENSORS = 200_000
+
 
 def parse_tflite(model_bytes: bytes, name: str = "model") -> Graph:
-    """Parse flatbuffer bytes. Raises EdgekitError (one line) for anything that is not a readable TFLite model."""
-    model_bytes = bytes(model_bytes)
+    """Parse and validate flatbuffer bytes (edgekit.graph_check). Raises EdgekitError (one line), and nothing else,
+    for anything that is not a valid TFLite model, whatever the bytes."""
+    from edgekit.graph_check import validate_graph
+
+    graph = _read_graph(bytes(model_bytes), name)
+    validate_graph(graph)
+    return graph
+
+
+def _read_graph(model_bytes: bytes, name: str) -> Graph:
     if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
         raise EdgekitError(f"{name} is not a TFLite flatbuffer (no 'TFL3' identifier); expected a .tflite file")
     schema = _schema()
     try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-        subgraph = model.subgraphs[0]
-        buffers = model.buffers or []
-        tensors = [_tensor(i, t, buffers) for i, t in enumerate(subgraph.tensors or [])]
+        root = schema.Model.GetRootAsModel(model_bytes, 0)
+        num_subgraphs = root.SubgraphsLength()
+        if num_subgraphs == 0:
+            raise EdgekitError(f"{name} has no subgraph; expected a .tflite model with one graph")
+        main = root.Subgraphs(0)
+        for what, count, cap in (("operators", main.OperatorsLength(), MAX_OPERATORS),
+                                 ("tensors", main.TensorsLength(), MAX_TENSORS)):
+            if count > cap:
+                raise EdgekitError(f"{name} has {count:,} {what}; edgekit handles at most {cap:,}")
+        buffers = [_buffer_data(root.Buffers(i), model_bytes) for i in range(root.BuffersLength())]
+        codes = [schema.OperatorCodeT.InitFromObj(root.OperatorCodes(i)) for i in range(root.OperatorCodesLength())]
+        tensors = [_tensor(i, main.Tensors(i), buffers) for i in range(main.TensorsLength())]
         builtin = _builtin_names()
         operators = []
-        for i, op_t in enumerate(subgraph.operators or []):
-            code = model.operatorCodes[op_t.opcodeIndex]
-            builtin_code = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-            opcode = builtin.get(builtin_code, f"BUILTIN_{builtin_code}")
-            custom = code.customCode.decode("utf-8", "replace") if code.customCode else None
+        for i in range(main.OperatorsLength()):
+            op_t = main.Operators(i)
+            index = int(op_t.OpcodeIndex())
+            opcode, custom, version = "UNKNOWN", None, 1
+            if 0 <= index < len(codes):
+                code = codes[index]
+                builtin_code = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+                opcode = builtin.get(builtin_code, f"BUILTIN_{builtin_code}")
+                custom = _text(code.customCode) or None
+                version = int(code.version)
             operators.append(Operator(
                 index=i, opcode=opcode,
-                inputs=[int(x) for x in (op_t.inputs if op_t.inputs is not None else [])],
-                outputs=[int(x) for x in (op_t.outputs if op_t.outputs is not None else [])],
-                options=_options(op_t), custom_code=custom, version=int(code.version),
+                inputs=_vector(op_t, "Inputs").tolist(), outputs=_vector(op_t, "Outputs").tolist(),
+                options=_options(schema.BuiltinOptionsCreator(op_t.BuiltinOptionsType(), op_t.BuiltinOptions())),
+                custom_code=custom, version=version, opcode_index=index,
             ))
-        inputs = [int(x) for x in subgraph.inputs]
-        outputs = [int(x) for x in subgraph.outputs]
-        for op in operators:
-            for t in op.inputs + op.outputs:
-                if t >= len(tensors) or t < -1:  # -1 is an omitted optional input; other negatives would wrap
-                    raise IndexError(t)
-    except EdgekitError:
-        raise
+        inputs = _vector(main, "Inputs").tolist()
+        outputs = _vector(main, "Outputs").tolist()
+        schema_version = int(root.Version())
+    except EdgekitError as error:
+        if str(error).startswith(name):
+            raise
+        raise EdgekitError(f"{name}: {error}") from None
     except Exception as error:  # the flatbuffer library raises anything from struct.error to IndexError
         raise EdgekitError(
             f"{name} is truncated or corrupted ({type(error).__name__} while reading it); expected a complete .tflite file"
         ) from None
     return Graph(name=name, tensors=tensors, operators=operators, inputs=inputs, outputs=outputs,
-                 model_bytes=model_bytes, num_subgraphs=len(model.subgraphs))
+                 model_bytes=model_bytes, num_subgraphs=num_subgraphs, schema_version=schema_version,
+                 num_buffers=len(buffers), num_opcodes=len(codes))
 
 
 def load_tflite(path) -> Graph:
