@@ -304,13 +304,15 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
     parameter_tensors = {i for op in graph.operators for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)}
     params = sum(graph.tensors[i].size for i in parameter_tensors)
 
+    tflm_error = None
     try:
         arena = tflm_arena(graph)
     except TflmCrash:
         raise
     except EdgekitError as error:  # a model TFLite Micro cannot run (an op it lacks): the rest still stands
         arena = None
-        notes.append(str(error))
+        tflm_error = str(error)
+        notes.append(tflm_error)
 
     target_64bit = board is not None and board.arch == "host"
     tflm_arena_target = None
@@ -346,6 +348,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
         "tflm_arena_bytes": arena["total_bytes"] if arena else None,
         "tflm_arena_bytes_32bit": arena["total_bytes_32bit"] if arena else None,
         "tflm_arena": arena,
+        "tflm_error": tflm_error,
         "ram_bytes": ram_by_backend[backend],
         "ram_breakdown": {"arena_bytes": arena_by_backend[backend],
                           "kernel_scratch_bytes": scratch_by_backend[backend],
@@ -373,12 +376,19 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
         report["ram"], report["flash"] = ram, flash
         if ram["fits"] is None:  # TFLite Micro could not load the model
             report["fits"] = False
-            report["suggestions"] = [f"TFLite Micro cannot run this model; the native backend needs "
-                                     f"{_kib(ram_by_backend['native'])} of RAM (--backend native)"]
+            report["suggestions"] = ["TFLite Micro cannot load this model (see the note), so edgekit builds it "
+                                     "for no backend: convert it with operators TFLite Micro supports"]
         else:
             report["fits"] = bool(ram["fits"] and flash["fits"])
             report["suggestions"] = _suggestions(graph, report, board, ram, flash)
     return report
+
+
+def require_tflm_loads(report: dict) -> None:
+    """Refuse, for every backend, a model the reference interpreter cannot load: what TFLite Micro refuses is
+    broken or beyond what edgekit can check bit-exactness against, and must not become firmware."""
+    if report.get("tflm_error"):
+        raise EdgekitError(f"{report['model']} cannot be built for any backend: {report['tflm_error']}")
 
 
 def _kernel_scratch(graph: Graph, board) -> int:

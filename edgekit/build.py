@@ -273,7 +273,7 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
 def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes, arena_margin, runner, compile,
                   quiet, progress, flash, profile, runs, port) -> dict:
     """The pipeline once the output folder is ours."""
-    from edgekit.analyze import analyze
+    from edgekit.analyze import analyze, require_tflm_loads
     from edgekit.codegen.common import device_model_name, safe_file_stem
     from edgekit.fileio import replacing_output_dir
 
@@ -291,6 +291,7 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
 
     started = time.monotonic()
     report = analyze(graph, board, backend)
+    require_tflm_loads(report)
     placement = check_fit(graph, board, backend, report)
     if backend == "tflm":
         placement = check_tflm_arena(graph, board, arena_bytes, placement, arena_margin)

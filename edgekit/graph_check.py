@@ -20,6 +20,7 @@ SCHEMA_VERSION = 3
 MAX_RANK = 8  # TFLite kernels handle up to 6 dimensions; more is a corrupted shape
 MAX_TENSOR_BYTES = 1 << 31  # no microcontroller addresses more; also keeps C offsets in 32 bits
 MAX_DILATION = 1 << 16
+MAX_SCALE = 1e20  # an int8 step of 1e20: only absurd data gives it, and TFLite Micro aborts on its multipliers
 
 CONTROL_FLOW_OPS = ("WHILE", "IF", "CALL_ONCE", "CALL")
 _QUANTIZED_ACTIVATION_TYPES = ("int8", "int16")
@@ -60,7 +61,8 @@ class GraphError(EdgekitError):
         if op is not None:
             where.append(f"operator {op.index} ({op.display_name})")
         if isinstance(tensor, Tensor):
-            where.append(f"tensor {tensor.index} '{tensor.name}'")
+            name = tensor.name if len(tensor.name) <= 48 else f"{tensor.name[:45]}..."  # converters join names
+            where.append(f"tensor {tensor.index} '{name}'")
         elif tensor is not None:
             where.append(f"tensor {tensor}")
         place = f"{', '.join(where)}: " if where else ""
@@ -117,9 +119,10 @@ def _check_tensor(graph: Graph, t: Tensor) -> None:
     if t.zero_point.size != t.scale.size:
         raise GraphError(graph, "zero points", f"it has {t.scale.size} scales and {t.zero_point.size} zero points",
                          "one zero point per scale", tensor=t)
-    bad = [float(s) for s in t.scale if not (math.isfinite(float(s)) and float(s) > 0)]
+    bad = [float(s) for s in t.scale if not (math.isfinite(float(s)) and 0 < float(s) <= MAX_SCALE)]
     if bad:
-        raise GraphError(graph, "scale", f"a quantization scale is {bad[0]}", "finite scales > 0", tensor=t)
+        raise GraphError(graph, "scale", f"a quantization scale is {bad[0]}", f"finite scales > 0 and <= "
+                         f"{MAX_SCALE:g}", tensor=t)
     rank = len(t.shape)
     if rank and not 0 <= t.quantized_dimension < rank:
         raise GraphError(graph, "quantized dimension", f"quantized_dimension is {t.quantized_dimension}",
