@@ -287,8 +287,6 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
     if backend not in BACKENDS:
         raise EdgekitError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
     notes = []
-    if graph.num_subgraphs > 1:
-        notes.append(f"the model has {graph.num_subgraphs} subgraphs; only the main one is analysed")
     int8 = graph.is_fully_int8
     if not int8:
         dtypes = sorted({t.dtype for t in graph.input_tensors()})

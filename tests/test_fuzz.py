@@ -174,6 +174,7 @@ def test_commands_on_mutated_models(cases, tmp_path, capsys):
     assert {f"{name}-repacked" for name in MODELS} <= {path.stem for path in built}
 
 
+@pytest.mark.slow
 def test_cli_subprocess_on_mutated_models(cases, tmp_path):
     """A few cases through `python -m edgekit` itself, with a timeout: nothing differs out of process."""
     rng = np.random.default_rng(SEED + 2)
