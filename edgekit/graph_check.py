@@ -148,6 +148,9 @@ def _check_graph_ends(graph: Graph) -> None:
         if t.buffer_bytes:
             raise GraphError(graph, "constant graph input", "a graph input holds constant data",
                              "an input the application fills", tensor=t)
+        if t.dtype in _QUANTIZED_ACTIVATION_TYPES and not t.scale.size:
+            raise GraphError(graph, "unquantized activation", f"this {t.dtype} graph input has no quantization "
+                             "parameters", "a scale and zero point on every int8/int16 activation", tensor=t)
 
 
 def _check_dataflow(graph: Graph) -> None:
@@ -233,11 +236,6 @@ def _check_operator(graph: Graph, op: Operator) -> None:
             raise GraphError(graph, "unquantized activation", f"this {t[o].dtype} output has no quantization "
                              "parameters", "a scale and zero point on every int8/int16 activation", op=op,
                              tensor=t[o])
-    for i in graph.inputs:
-        if t[i].dtype in _QUANTIZED_ACTIVATION_TYPES and not t[i].scale.size:
-            raise GraphError(graph, "unquantized activation", f"this {t[i].dtype} graph input has no "
-                             "quantization parameters", "a scale and zero point on every int8/int16 activation",
-                             tensor=t[i])
     required = REQUIRED_OPTIONS.get(op.opcode)
     if required and any(key not in op.options for key in required):
         raise GraphError(graph, "options", "its builtin options are missing or of another operator's kind",

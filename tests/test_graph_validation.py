@@ -68,3 +68,26 @@ def test_long_chain_is_linear(int8_model_path):
     rows = layers(graph)
     assert len(rows) == 5000 and max(r["live_bytes"] for r in rows) == 256
     assert time.monotonic() - started < 30
+
+
+def test_build_refuses_for_every_backend_what_tflite_micro_cannot_load(kws_bytes, tmp_path):
+    """A softmax output scale other than 1/256 passes validation and the native backend could compile it, but
+    TFLite Micro refuses to prepare it: no firmware, with TFLite Micro's own reason on one line."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from tests.graph_edits import _quant
+
+    model = tmp_path / "kws_softmax.tflite"
+    model.write_bytes(edited(kws_bytes, _quant(34, "scale", np.array([0.5], dtype=np.float32))))
+    parse_tflite(model.read_bytes())  # a valid graph: the refusal is TFLite Micro's
+    out = tmp_path / "build"
+    child = subprocess.run([sys.executable, "-m", "edgekit", "build", str(model), "--board", "host", "--backend",
+                            "native", "--no-compile", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 1 and "Traceback" not in child.stderr
+    lines = child.stderr.strip().splitlines()
+    assert len(lines) == 1 and "kws_softmax cannot be built for any backend: TFLite Micro cannot load" in lines[0]
+    assert "SOFTMAX" in lines[0] and "scale" in lines[0]
+    assert not out.exists()
