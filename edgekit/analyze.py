@@ -146,6 +146,10 @@ def _arena_child() -> None:
     except EdgekitError as error:
         sys.stderr.write(f"{error}\n")
         sys.exit(1)
+    except Exception as error:  # tflite-micro's Python wrapper reading a file it cannot make sense of
+        detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        sys.stderr.write(f"TFLite Micro cannot load this model: {detail}\n")
+        sys.exit(1)
     sys.stdout.write(json.dumps(vars(usage)))
 
 
