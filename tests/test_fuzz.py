@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -130,10 +131,23 @@ def test_parse_raises_only_edgekit_errors(cases):
     assert refused >= len(cases) // 2  # most mutations break the model; the rest must stay usable
 
 
+CASE_TIMEOUT_S = 120  # one command on one case; a hang fails the test instead of stalling the suite
+
+
+def _hang(signum, frame):
+    raise TimeoutError(f"a command ran for more than {CASE_TIMEOUT_S} s")
+
+
 def _run(argv, capsys) -> tuple[int, str]:
     """The CLI in this process (a subprocess per case would take minutes): exit code and stderr."""
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in argv])
+    previous = signal.signal(signal.SIGALRM, _hang)
+    signal.alarm(CASE_TIMEOUT_S)
+    try:
+        with pytest.raises(SystemExit) as done:
+            main([str(a) for a in argv])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     return done.value.code, capsys.readouterr().err
 
 
@@ -143,7 +157,7 @@ def _tflm_refuses(paths) -> set:
     for path in paths:
         child = subprocess.run([sys.executable, "-c", "import sys; from edgekit.reference import tflm_arena_usage; "
                                 "tflm_arena_usage(open(sys.argv[1], 'rb').read())", str(path)],
-                               capture_output=True, timeout=120)
+                               capture_output=True, timeout=CASE_TIMEOUT_S)
         if child.returncode != 0:
             refused.add(path)
     return refused
@@ -151,8 +165,8 @@ def _tflm_refuses(paths) -> set:
 
 @pytest.mark.slow
 def test_commands_on_mutated_models(cases, tmp_path, capsys):
-    """analyze, build (host, native, no compile) and quantize on each case: one line or success, never a traceback;
-    a model that parses but TFLite Micro refuses is never built."""
+    """analyze, quantize (which refuses an int8 model after reading it) and build (host, native, no compile) on
+    each case: one line or success, never a traceback; a model that TFLite Micro refuses is never built."""
     rng = np.random.default_rng(SEED + 1)
     chosen = [case for case in cases if case[0].endswith("-repacked")]
     chosen += [cases[i] for i in sorted(rng.choice(len(cases), min(len(cases), 90), replace=False))
@@ -161,8 +175,8 @@ def test_commands_on_mutated_models(cases, tmp_path, capsys):
     for label, data in chosen:
         model = tmp_path / f"{label}.tflite"
         model.write_bytes(data)
-        for argv in (["analyze", model, "--json"], ["build", model, "--board", "host", "--no-compile", "-o",
-                                                    tmp_path / f"build-{label}"]):
+        for argv in (["analyze", model, "--json"], ["quantize", model, "-o", tmp_path / f"q-{label}.tflite"],
+                     ["build", model, "--board", "host", "--no-compile", "-o", tmp_path / f"build-{label}"]):
             code, err = _run(argv, capsys)
             assert code in (0, 1, 2) and "Traceback" not in err, (label, argv[0], code, err)
             if code != 0:
@@ -185,7 +199,7 @@ def test_cli_subprocess_on_mutated_models(cases, tmp_path):
         model.write_bytes(data)
         for argv in (["analyze", model, "--json"], ["quantize", model, "-o", tmp_path / f"q-{label}.tflite"]):
             child = subprocess.run([sys.executable, "-m", "edgekit", *map(str, argv)], capture_output=True,
-                                   text=True, timeout=120)
+                                   text=True, timeout=CASE_TIMEOUT_S)
             assert child.returncode in (0, 1, 2) and "Traceback" not in child.stderr, (label, argv[0], child.stderr)
             if child.returncode == 0:
                 assert argv[0] == "analyze" and json.loads(child.stdout)["model"] == label
