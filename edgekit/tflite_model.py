@@ -257,9 +257,14 @@ def _read_graph(model_bytes: bytes, name: str) -> Graph:
         if num_subgraphs == 0:
             raise EdgekitError(f"{name} has no subgraph; expected a .tflite model with one graph")
         main = root.Subgraphs(0)
-        for what, count, cap in (("operators", main.OperatorsLength(), MAX_OPERATORS),
-                                 ("tensors", main.TensorsLength(), MAX_TENSORS)):
-            if count > cap:
+        counts = (("subgraphs", num_subgraphs, None), ("operators", main.OperatorsLength(), MAX_OPERATORS),
+                  ("tensors", main.TensorsLength(), MAX_TENSORS), ("buffers", root.BuffersLength(), None),
+                  ("operator codes", root.OperatorCodesLength(), None))
+        for what, count, cap in counts:
+            if 4 * count > len(model_bytes):  # each entry is a 4-byte offset: the file cannot hold them
+                raise EdgekitError(f"{name} is truncated or corrupted (it claims {count:,} {what} in "
+                                   f"{len(model_bytes):,} bytes); expected a complete .tflite file")
+            if cap is not None and count > cap:
                 raise EdgekitError(f"{name} has {count:,} {what}; edgekit handles at most {cap:,}")
         buffers = [_buffer_data(root.Buffers(i), model_bytes) for i in range(root.BuffersLength())]
         codes = [schema.OperatorCodeT.InitFromObj(root.OperatorCodes(i)) for i in range(root.OperatorCodesLength())]
