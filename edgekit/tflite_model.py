@@ -255,7 +255,8 @@ def _read_graph(model_bytes: bytes, name: str) -> Graph:
         root = schema.Model.GetRootAsModel(model_bytes, 0)
         num_subgraphs = root.SubgraphsLength()
         if num_subgraphs == 0:
-            raise EdgekitError(f"{name} has no subgraph; expected a .tflite model with one graph")
+            raise EdgekitError(f"{name} is truncated or corrupted (it has no subgraph); expected a complete "
+                               f".tflite file")
         main = root.Subgraphs(0)
         counts = (("subgraphs", num_subgraphs, None), ("operators", main.OperatorsLength(), MAX_OPERATORS),
                   ("tensors", main.TensorsLength(), MAX_TENSORS), ("buffers", root.BuffersLength(), None),
