@@ -15,6 +15,7 @@ import pytest
 
 from edgekit.data import load_dataset
 from edgekit.errors import EdgekitError
+from tests.contract import one_line_error
 
 KWS_SAMPLE = (49, 10, 1)  # the MLPerf Tiny KWS model: int8 input (1, 49, 10, 1), 12 classes out
 
@@ -25,13 +26,7 @@ def edgekit(*args, timeout=120):
 
 
 def refused(done, *fragments):
-    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
-    assert "Traceback" not in done.stderr, done.stderr[-2000:]
-    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, done.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    return one_line_error(done, *fragments)
 
 
 @pytest.fixture()

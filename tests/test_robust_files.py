@@ -14,6 +14,7 @@ import pytest
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import MAX_DATA_BYTES, MAX_MODEL_BYTES, MAX_TEXT_BYTES
+from tests.contract import one_line_error
 
 
 def edgekit(*args, umask=None, env=None, timeout=60, stdout=subprocess.PIPE):
@@ -24,17 +25,6 @@ def edgekit(*args, umask=None, env=None, timeout=60, stdout=subprocess.PIPE):
     return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], stdout=stdout,
                           stderr=subprocess.PIPE, text=True, timeout=timeout, preexec_fn=preexec,
                           env={**os.environ, **(env or {})})
-
-
-def one_line_error(done, *fragments, code=1):
-    """The contract: the exit code, one `error:` line on stderr naming every fragment, no traceback."""
-    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
-    assert "Traceback" not in done.stderr, done.stderr[-2000:]
-    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, done.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
