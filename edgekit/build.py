@@ -219,7 +219,7 @@ def _check_runner(runner: str | None, board) -> None:
 def build(model, board_name: str | None = None, out_dir=None, *, backend: str | None = None, data=None,
           recipe=None, arena_bytes: int | None = None, compile: bool = True, flash: bool = False,
           profile: bool = False, runs: int | None = None, port: str | None = None, quiet: bool = False,
-          progress=None) -> dict:
+          progress=None, tflm_dir=None, tflm_kernels: str | None = None) -> dict:
     """Run the pipeline; returns the report (the --json document). `progress` is a console.progress() bar.
 
     The output folder is locked for the whole run, and replaced only when the new one is complete (see
@@ -242,9 +242,7 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
     backend = backend or default_backend(board)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
-    if backend == "tflm" and board.project in NATIVE_FAMILIES:
-        raise UsageError(f"board {board.name} runs only the native backend (no TFLite Micro build for "
-                         f"{board.project} boards); use --backend native")
+    tflm_tree = _tflm_tree(board, backend, tflm_dir, tflm_kernels)
     if arena_bytes is not None and arena_bytes <= 0:
         raise UsageError(f"--arena-bytes must be positive, got {arena_bytes}")
     if arena_bytes is not None and backend != "tflm":
@@ -264,14 +262,15 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
         f"build-{safe_file_stem(source_name)}-{board.name}")
     with output_lock(out):
         result = _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes, arena_margin,
-                               settings.get("runner"), compile, quiet, progress, flash, profile, runs, port)
+                               settings.get("runner"), compile, quiet, progress, flash, profile, runs, port,
+                               tflm_tree=tflm_tree, tflm_dir=tflm_dir)
     if recipe_obj is not None:
         result["recipe"] = {"path": str(recipe_obj.path), "overridden_by_flags": overrides}
     return result
 
 
 def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes, arena_margin, runner, compile,
-                  quiet, progress, flash, profile, runs, port) -> dict:
+                  quiet, progress, flash, profile, runs, port, tflm_tree=None, tflm_dir=None) -> dict:
     """The pipeline once the output folder is ours."""
     from edgekit.analyze import analyze, require_tflm_loads
     from edgekit.codegen.common import device_model_name, safe_file_stem
@@ -314,7 +313,13 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     compiled = None
     with replacing_output_dir(out, MANIFEST) as swap:
         staging = swap.begin()
-        if backend == "tflm":
+        if backend == "tflm" and board.project in NATIVE_FAMILIES:
+            from edgekit.codegen.tflm_app import write_tflm_app_project
+
+            project = write_tflm_app_project(graph, board, staging, tflm_tree, arena_bytes, arena_margin)
+            manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(), project=project.family,
+                            tflm_kernels=project.kernels, build_hint=project.build_hint)
+        elif backend == "tflm":
             from edgekit.codegen.tflm import write_tflm_project
 
             project = write_tflm_project(graph, board, staging, arena_bytes, placement["internal_ram_budget"],
@@ -342,7 +347,7 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
         swap.move_into_place()
         started = time.monotonic()
         if compile:
-            compiled = _compile(out, board, backend, project, manifest)
+            compiled = _compile(out, board, backend, project, manifest, tflm_tree, tflm_dir)
             stages.append({"stage": "compile", "seconds": round(time.monotonic() - started, 2), **compiled})
         else:
             stages.append({"stage": "compile", "skipped": "--no-compile"})
@@ -369,8 +374,36 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     return result
 
 
-def _compile(out: Path, board, backend: str, project, manifest: dict) -> dict:
+def _tflm_tree(board, backend: str, tflm_dir, tflm_kernels):
+    """The TFLite Micro tree a host or QEMU build compiles against (None: generate only); checked before work."""
+    if backend != "tflm":
+        if tflm_dir or tflm_kernels:
+            raise UsageError(f"--tflm-dir and --tflm-kernels apply to the tflm backend; this build uses {backend}")
+        return None
+    if board.project not in NATIVE_FAMILIES:
+        if tflm_kernels:
+            raise UsageError(f"--tflm-kernels applies to host and QEMU boards; {board.name}'s {board.project} "
+                             "project takes the kernels of the tree it is built with")
+        if tflm_dir:
+            from edgekit.tflm_library import find_tree
+
+            find_tree(tflm_dir)  # a wrong path fails now, in one line
+        return None
+    from edgekit.tflm_library import find_tree
+
+    return find_tree(tflm_dir, tflm_kernels)
+
+
+def _compile(out: Path, board, backend: str, project, manifest: dict, tflm_tree=None, tflm_dir=None) -> dict:
     """Compile when the board's toolchain is here; otherwise say in one line how to build."""
+    if backend == "tflm" and board.project in NATIVE_FAMILIES:
+        if tflm_tree is None:
+            return {"skipped": project.build_hint}
+        from edgekit.codegen.tflm_app import compile_tflm_app_project
+
+        done = compile_tflm_app_project(out, board, tflm_tree, [entry["op"] for entry in project.ops])
+        manifest.update(firmware=done["firmware"], sizes=done["sizes"], tflm_library=done["library"])
+        return done
     if backend == "native":
         from edgekit.codegen.app import compile_project, find_compiler
 
@@ -383,7 +416,9 @@ def _compile(out: Path, board, backend: str, project, manifest: dict) -> dict:
         return {"firmware": manifest["firmware"], "sizes": done.sizes}
     from edgekit.toolchains import compile_tflm_project, detect
 
-    toolchain = detect(project.family)
+    import os
+
+    toolchain = detect(project.family, {**os.environ, "TFLM_DIR": str(tflm_dir)} if tflm_dir else None)
     if not toolchain.found:
         return {"skipped": f"{toolchain.missing}; to build by hand: {project.build_hint} (in {out})"}
     done = compile_tflm_project(out, board, project, toolchain)

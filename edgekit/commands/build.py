@@ -20,9 +20,13 @@ from edgekit.console import fmt, info, json_option, print_json, progress, stdout
 @click.option("--profile", "do_profile", is_flag=True, help="Then profile on the device (same as `edgekit profile`).")
 @click.option("--runs", type=int, help="Inferences for --profile.")
 @click.option("--port", help="Serial port of the board, for --flash/--profile on hardware.")
+@click.option("--tflm-dir", type=click.Path(file_okay=False),
+              help="TFLite Micro tree made by create_tflm_tree.py (default: $TFLM_DIR), for --backend tflm.")
+@click.option("--tflm-kernels", type=click.Choice(["reference", "cmsis-nn"]),
+              help="The kernels the tree must carry (host and QEMU boards; default: the tree's).")
 @json_option
 def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_compile, do_flash, do_profile, runs,
-            port, as_json):
+            port, tflm_dir, tflm_kernels, as_json):
     """Build MODEL (.keras/.h5/SavedModel with --data, or an int8 .tflite) for a board.
 
     \b
@@ -35,7 +39,8 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
     with progress(quiet=as_json) as bar:
         result = build(model, board_name, out_dir, backend=backend, data=data, recipe=recipe,
                        arena_bytes=arena_bytes, compile=not no_compile, flash=do_flash, profile=do_profile,
-                       runs=runs, port=port, quiet=as_json, progress=bar)
+                       runs=runs, port=port, quiet=as_json, progress=bar, tflm_dir=tflm_dir,
+                       tflm_kernels=tflm_kernels)
     if as_json:
         print_json(result)
         return
@@ -58,6 +63,11 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
             sizes = stage.get("sizes") or {}
             detail = f"{stage['firmware']}: flash {fmt(sizes.get('flash_bytes'))} B, static RAM " \
                      f"{fmt(sizes.get('ram_static_bytes'))} B"
+            library = stage.get("library")
+            if library:
+                detail += (f"; TFLite Micro ({library['kernels']}) from the cache" if library["cache_hit"] else
+                           f"; TFLite Micro ({library['kernels']}): {library['compiled']} files compiled into "
+                           f"the cache")
         rows.append([stage["stage"], stage.get("seconds"), detail])
     console.print(table(f"edgekit build: {manifest['model_name']} on {manifest['board']} ({manifest['backend']})",
                         ["stage", "seconds", "result"], rows, right_align_from=1))
