@@ -36,7 +36,6 @@ COMPILE_TIMEOUT = 900  # seconds, per source file
 TREE_HINT = ("make one with TFLite Micro's tensorflow/lite/micro/tools/project_generation/create_tflm_tree.py "
              "(--makefile_options=\"TARGET=cortex_m_generic TARGET_ARCH=cortex-m4+fp OPTIMIZED_KERNEL_DIR=cmsis_nn\" "
              "for CMSIS-NN kernels, without OPTIMIZED_KERNEL_DIR for the reference ones)")
-GET_TREE = f"set TFLM_DIR (or --tflm-dir) to a TFLite Micro tree made by create_tflm_tree.py: {TREE_HINT}"
 _EXCLUDED_NAMES = ("debug_log.cc", "micro_time.cc")
 CXX_FLAGS = ["-std=c++17", "-O2", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics",
              "-fno-use-cxa-atexit", "-ffunction-sections", "-fdata-sections"]

@@ -24,7 +24,7 @@ from edgekit.codegen.tflm import (ArenaSize, _align16, _context, _render_common,
 from edgekit.errors import EdgekitError
 from edgekit.processes import run_tied
 from edgekit.resources import templates_dir
-from edgekit.tflm_library import GET_TREE, TflmTree, build_library
+from edgekit.tflm_library import TREE_HINT, TflmTree, build_library
 
 FAMILIES = ("host", "qemu")
 CXX_FLAGS = ["-std=c++17", "-O2", "-Wall", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics",
@@ -58,7 +58,8 @@ def project_arena(graph, board, arena_bytes: int | None, arena_margin: float | N
 
 def build_hint(board, tree: TflmTree | None) -> str:
     if tree is None:
-        return f"Generated; set TFLM_DIR to compile: {GET_TREE}; then run edgekit build again with --tflm-dir"
+        return (f"Generated; set TFLM_DIR to compile (or pass --tflm-dir): a TFLite Micro tree made by "
+                f"create_tflm_tree.py; {TREE_HINT}")
     return f"make TFLM_DIR={tree.path} TFLM_LIB=<libtflm.a> (edgekit build compiles and caches the library)"
 
 
