@@ -189,7 +189,7 @@ def test_cmake_arm_project_compiles_against_the_tree_with_ndebug(int8_model_path
     assert done.returncode == 0, done.stdout[-2000:]
     for source in ("edgekit_backend_tflm.cc", "debug_log.cc"):
         entry = next(c for c in commands if c["file"].endswith(f"src/{source}"))
-        command = entry["command"].split(" -o ")[0] + " -fsyntax-only"
+        command = re.sub(r" -o \S+", " -fsyntax-only", entry["command"])
         done = subprocess.run(command, shell=True, cwd=entry["directory"], capture_output=True, text=True,
                               timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]
