@@ -37,6 +37,12 @@ def _tree(variable: str, kernels: str | None = None) -> Path:
     return Path(path)
 
 
+@pytest.fixture(scope="session")
+def tflm_cache(tmp_path_factory) -> Path:
+    """$EDGEKIT_CACHE when set (a warm cache), else one for the session: the library is compiled once."""
+    return Path(os.environ.get("EDGEKIT_CACHE") or tmp_path_factory.mktemp("edgekit-cache"))
+
+
 @pytest.fixture
 def no_tflm_env(monkeypatch, tmp_path):
     monkeypatch.delenv("TFLM_DIR", raising=False)
@@ -134,10 +140,10 @@ def _check_profile(result, model):
 @pytest.mark.skipif(not HAVE_QEMU, reason="qemu-system-arm / arm-none-eabi-g++ not installed")
 @pytest.mark.parametrize("variable,kernels", [("TFLM_DIR", None), ("TFLM_DIR_CMSIS_NN", "cmsis-nn")])
 @pytest.mark.parametrize("name", ["ad", "kws"])
-def test_tflm_in_qemu_is_bit_exact_profiled_per_layer_and_cached(int8_model_path, tmp_path, variable, kernels,
-                                                                  name):
+def test_tflm_in_qemu_is_bit_exact_profiled_per_layer_and_cached(int8_model_path, tmp_path, tflm_cache, variable,
+                                                                  kernels, name):
     tree = _tree(variable, kernels)
-    cache = Path(os.environ.get("EDGEKIT_CACHE") or tmp_path / "cache")
+    cache = tflm_cache
     model = int8_model_path(name)
     first = _build_and_profile(model, "mps2-an386", tmp_path / "a", tree, cache)
     _check_profile(first, model)
@@ -152,9 +158,9 @@ def test_tflm_in_qemu_is_bit_exact_profiled_per_layer_and_cached(int8_model_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ad", "kws"])
-def test_tflm_on_the_host_is_bit_exact_and_profiled_per_layer(int8_model_path, tmp_path, name):
+def test_tflm_on_the_host_is_bit_exact_and_profiled_per_layer(int8_model_path, tmp_path, tflm_cache, name):
     tree = _tree("TFLM_DIR", "reference")
-    cache = Path(os.environ.get("EDGEKIT_CACHE") or tmp_path / "cache")
+    cache = tflm_cache
     model = int8_model_path(name)
     result = _build_and_profile(model, "host", tmp_path / "h", tree, cache)
     _check_profile(result, model)
