@@ -2,7 +2,7 @@
 
 Stages, each the same code as its standalone command: [optimize] -> [quantize] (a .tflite int8 model skips both)
 -> analyze (refuse when the model does not fit, saying by how much and what would help) -> generate the project
-(TFLite Micro for real boards, native C for emulated and host boards) -> compile when the toolchain is here ->
+(TFLite Micro or native C, on any board; tflm on host/QEMU boards with a TFLM tree) -> compile when the toolchain is here ->
 [flash] -> [profile]. The build folder gets the int8 model and `edgekit-build.json`, which `flash` and `profile`
 read so that a user never repeats the board or the model.
 """
