@@ -398,11 +398,10 @@ def _kernel_scratch(graph: Graph, board) -> int:
     kernels do not ask for; the same estimate the generated project sizes its arena with."""
     if board is None or board.arch == "host":
         return 0
-    try:
-        from edgekit.codegen.tflm import kernel_scratch_bytes
-    except ImportError:
-        return 0
-    return int(kernel_scratch_bytes(graph, board.project))
+    from edgekit.platforms import platform_for
+    from edgekit.tflm_kernels import kernel_scratch_bytes
+
+    return int(kernel_scratch_bytes(graph, platform_for(board).target(board).kernels))
 
 
 def _tensor_info(t) -> dict:

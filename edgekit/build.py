@@ -2,8 +2,9 @@
 
 Stages, each the same code as its standalone command: [optimize] -> [quantize] (a .tflite int8 model skips both)
 -> analyze (refuse when the model does not fit, saying by how much and what would help) -> generate the project
-(TFLite Micro or native C, on any board; tflm on host/QEMU boards with a TFLM tree) -> compile when the toolchain is here ->
-[flash] -> [profile]. The build folder gets the int8 model and `edgekit-build.json`, which `flash` and `profile`
+(board -> its platform; backend from the user or the board's default; the pair checked on both sides, see
+edgekit.project; backend then platform into the staging folder) -> compile when the platform's toolchain is
+here -> [flash] -> [profile]. The build folder gets the int8 model and `edgekit-build.json`, which `flash` and `profile`
 read so that a user never repeats the board or the model.
 """
 
@@ -17,15 +18,17 @@ from edgekit.errors import EdgekitError, UsageError
 
 MANIFEST = "edgekit-build.json"
 BACKENDS = ("tflm", "native")
-NATIVE_FAMILIES = ("host", "qemu")
 
 
 def default_backend(board) -> str:
-    """The board file's `default_backend`, else TFLite Micro for real boards and native for emulated/host ones."""
+    """The board file's `default_backend`, else its platform's (TFLite Micro for real boards, native for
+    emulated and host ones)."""
+    from edgekit.platforms import platform_for
+
     explicit = board.data.get("default_backend")
     if explicit:
         return str(explicit)
-    return "native" if board.project in NATIVE_FAMILIES else "tflm"
+    return platform_for(board).default_backend
 
 
 def _kib(n) -> str:
@@ -120,12 +123,13 @@ def _without_bytes(figures: dict) -> dict:
 def check_fit(graph, board, backend: str, report: dict) -> dict:
     """Refuse a model that does not fit; returns where the arena goes ({'arena_in_psram': bool, ...})."""
     ram, flash = report["ram"], report["flash"]
+    from edgekit.platforms import platform_for
+
     placement = {"arena_in_psram": False, "internal_ram_budget": board.ram_bytes - board.runtime_ram_estimate(backend)}
     problems = []
     if ram and ram["fits"] is False:
         arena = report["ram_breakdown"]["arena_bytes"] or 0
-        if backend == "tflm" and board.psram_bytes and arena <= board.psram_bytes and board.project in (
-                "esp-idf", "cmake-arm"):
+        if backend == "tflm" and board.psram_bytes and arena <= board.psram_bytes and platform_for(board).psram_arena:
             placement["arena_in_psram"] = True
         else:
             problems.append(f"it needs {_kib(ram['needed_bytes'])} of RAM and {board.name} has "
@@ -145,13 +149,15 @@ def check_fit(graph, board, backend: str, report: dict) -> dict:
 
 def check_tflm_arena(graph, board, arena_bytes: int | None, placement: dict, arena_margin: float | None = None) -> dict:
     """The arena the project will reserve (measured + scratch + margin, or --arena-bytes) must fit the RAM too."""
-    from edgekit.codegen.tflm import arena_size
+    from edgekit.backends.tflm import arena_size
+    from edgekit.platforms import platform_for
 
-    arena = arena_size(graph, board.project, arena_bytes, arena_margin)
+    platform = platform_for(board)
+    arena = arena_size(graph, platform.target(board).kernels, arena_bytes, arena_margin)
     runtime = board.runtime_ram_estimate("tflm")
     if placement["arena_in_psram"] or arena.bytes + runtime <= board.ram_bytes:
         return placement
-    if board.psram_bytes and arena.bytes <= board.psram_bytes and board.project in ("esp-idf", "cmake-arm"):
+    if board.psram_bytes and arena.bytes <= board.psram_bytes and platform.psram_arena:
         return dict(placement, arena_in_psram=True)
     short = arena.bytes + runtime - board.ram_bytes
     how = "set by --arena-bytes" if arena.overridden else (
@@ -242,7 +248,7 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
     backend = backend or default_backend(board)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
-    tflm_tree = _tflm_tree(board, backend, tflm_dir, tflm_kernels)
+    _check_platform_side(board, backend)
     if arena_bytes is not None and arena_bytes <= 0:
         raise UsageError(f"--arena-bytes must be positive, got {arena_bytes}")
     if arena_bytes is not None and backend != "tflm":
@@ -313,31 +319,17 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     compiled = None
     with replacing_output_dir(out, MANIFEST) as swap:
         staging = swap.begin()
-        if backend == "tflm" and board.project in NATIVE_FAMILIES:
-            from edgekit.codegen.tflm_app import write_tflm_app_project
+        from edgekit.project import write_project
 
-            project = write_tflm_app_project(graph, board, staging, tflm_tree, arena_bytes, arena_margin)
-            manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(), project=project.family,
-                            tflm_kernels=project.kernels, build_hint=project.build_hint)
-        elif backend == "tflm":
-            from edgekit.codegen.tflm import write_tflm_project
-
-            project = write_tflm_project(graph, board, staging, arena_bytes, placement["internal_ram_budget"],
-                                         arena_margin)
-            manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(),
-                            arena_in_psram=project.arena_in_psram, project=project.family,
-                            build_hint=project.build_hint, expected_firmware=project.expected_firmware,
+        options = {"name": device_name} if backend == "native" else {"arena_bytes": arena_bytes,
+                                                                      "arena_margin": arena_margin}
+        project = write_project(graph, board, backend, staging, ram_budget=placement["internal_ram_budget"],
+                                **options)
+        output = project.backend
+        manifest.update(arena_bytes=output.arena_bytes, project=project.family, **output.manifest)
+        if project.build_hint:
+            manifest.update(build_hint=project.build_hint, expected_firmware=project.expected_firmware,
                             **{f"expected_{key}": value for key, value in project.extra.items()})
-        else:
-            try:
-                from edgekit.codegen.app import generate_native_project
-                import edgekit.codegen.native  # noqa: F401  (the native backend generator)
-            except ImportError as error:
-                raise _stage_unavailable("native codegen", error) from None
-            # replaces the staging folder as a whole (so the marker goes in again after)
-            native = generate_native_project(graph, board, staging, name=device_name)
-            (staging / swap.MARKER).write_bytes(b"")
-            manifest.update(arena_bytes=native.arena_bytes, project=native.family)
         (staging / model_file).write_bytes(graph.model_bytes)
         stages.append({"stage": "generate", "seconds": round(time.monotonic() - started, 2), "folder": str(out)})
         advance("compile")
@@ -374,53 +366,28 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     return result
 
 
-def _tflm_tree(board, backend: str, tflm_dir, tflm_kernels):
-    """The TFLite Micro tree a host or QEMU build compiles against (None: generate only); checked before work."""
-    if backend != "tflm":
-        if tflm_dir or tflm_kernels:
-            raise UsageError(f"--tflm-dir and --tflm-kernels apply to the tflm backend; this build uses {backend}")
-        return None
-    if board.project not in NATIVE_FAMILIES:
-        if tflm_kernels:
-            raise UsageError(f"--tflm-kernels applies to host and QEMU boards; {board.name}'s {board.project} "
-                             "project takes the kernels of the tree it is built with")
-        if tflm_dir:
-            from edgekit.tflm_library import find_tree
+def _compile(out: Path, board, backend: str, project, manifest: dict) -> dict:
+    """Compile when the platform's toolchain is here; otherwise say in one line how to build."""
+    from edgekit.platforms import platform_for
 
-            find_tree(tflm_dir)  # a wrong path fails now, in one line
-        return None
-    from edgekit.tflm_library import find_tree
-
-    return find_tree(tflm_dir, tflm_kernels)
-
-
-def _compile(out: Path, board, backend: str, project, manifest: dict, tflm_tree=None, tflm_dir=None) -> dict:
-    """Compile when the board's toolchain is here; otherwise say in one line how to build."""
-    if backend == "tflm" and board.project in NATIVE_FAMILIES:
-        if tflm_tree is None:
-            return {"skipped": project.build_hint}
-        from edgekit.codegen.tflm_app import compile_tflm_app_project
-
-        done = compile_tflm_app_project(out, board, tflm_tree, [entry["op"] for entry in project.ops])
-        manifest.update(firmware=done["firmware"], sizes=done["sizes"], tflm_library=done["library"])
-        return done
-    if backend == "native":
-        from edgekit.codegen.app import compile_project, find_compiler
-
-        try:
-            find_compiler(board)
-        except EdgekitError as missing:
-            return {"skipped": str(missing)}
-        done = compile_project(out, board)
-        manifest.update(firmware=str(Path(done.firmware).resolve().relative_to(out.resolve())), sizes=done.sizes)
-        return {"firmware": manifest["firmware"], "sizes": done.sizes}
-    from edgekit.toolchains import compile_tflm_project, detect
-
-    import os
-
-    toolchain = detect(project.family, {**os.environ, "TFLM_DIR": str(tflm_dir)} if tflm_dir else None)
+    platform = platform_for(board)
+    toolchain = platform.toolchain(board, project.backend)
     if not toolchain.found:
+        if not project.build_hint:
+            return {"skipped": toolchain.missing}
         return {"skipped": f"{toolchain.missing}; to build by hand: {project.build_hint} (in {out})"}
-    done = compile_tflm_project(out, board, project, toolchain)
+    done = platform.compile(out, board, project, toolchain)
     manifest.update(firmware=done.firmware, sizes=done.sizes)
+    if not project.build_hint:  # edgekit's own compile: no build-tool log to point to
+        return {"firmware": done.firmware, "sizes": done.sizes}
     return {"firmware": done.firmware, "sizes": done.sizes, "log": done.log}
+
+
+def _check_platform_side(board, backend: str) -> None:
+    """Refuse, before reading the model, a backend the board's platform cannot build."""
+    from edgekit.backends import get_backend
+    from edgekit.platforms import platform_for
+
+    verdict = platform_for(board).supports(None, board, get_backend(backend))
+    if not verdict:
+        raise UsageError(f"{verdict.reason}; use --backend native")

@@ -116,3 +116,8 @@ def jinja_env():
 def render(template: str, **context) -> str:
     """Render templates/<template> with StrictUndefined."""
     return jinja_env().get_template(template).render(**context)
+
+
+def project_name(graph) -> str:
+    """The generated project's name (CMake project, sketch, ESP-IDF app): edgekit_<model stem>."""
+    return "edgekit_" + safe_file_stem(graph.name)[:40]

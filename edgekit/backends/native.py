@@ -1,0 +1,32 @@
+"""The native backend: interpreter-free C generated from the model (edgekit.codegen.native) plus its kernels.
+
+Portable C with Arm DSP paths (__ARM_FEATURE_DSP); elsewhere (Xtensa, RISC-V, the host) the same kernels run
+their portable C path. Needs no library: only its own sources.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.backends.base import YES, Backend, BackendOutput, BuildNeeds, Target, Verdict, no
+
+
+class NativeBackend(Backend):
+    name = "native"
+
+    def supports(self, graph) -> Verdict:
+        from edgekit.codegen.native import unsupported_reasons
+
+        reasons = unsupported_reasons(graph)
+        return no(f"the native backend does not support {'; '.join(reasons)}") if reasons else YES
+
+    def write(self, graph, model_dir: Path, target: Target, *, name: str | None = None, **options) -> BackendOutput:
+        from edgekit.codegen.native import generate_native_model
+
+        # The input is preserved across inferences (edgekit_backend.h requires it): the protocol's `infer N W`
+        # runs one uploaded input N + W times, as MLPerf Tiny's runner expects.
+        model = generate_native_model(graph, model_dir, name=name, preserve_input=True)
+        files = sorted(Path(f).name for f in model.files)
+        needs = BuildNeeds(sources=[f for f in files if f.endswith(".c")],
+                           headers=[f for f in files if f.endswith(".h")])
+        return BackendOutput(self.name, files, needs, model.arena_bytes, {}, model)

@@ -1,0 +1,111 @@
+"""A build folder and its manifest (written by `edgekit build`, read by `flash`, `profile` and the runners).
+
+Below every stage that reads a build: the runners, flash and profile import it, it imports none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.boards import Board, load_board
+from edgekit.errors import EdgekitError
+
+MANIFEST = "edgekit-build.json"
+
+
+@dataclass
+class Build:
+    """A build folder and its manifest (written by `edgekit build`), so no command repeats board or model."""
+
+    dir: Path
+    manifest: dict
+    board: Board
+
+    @property
+    def firmware(self) -> Path | None:
+        """The image edgekit compiled (None when the toolchain was not here)."""
+        name = self.manifest.get("firmware")
+        return (self.dir / name) if name else None
+
+    @property
+    def expected_firmware(self) -> Path | None:
+        """Where the project's own build puts the image after a hand build (TFLite Micro projects)."""
+        name = self.manifest.get("expected_firmware")
+        return (self.dir / name) if name else None
+
+    @property
+    def image(self) -> Path | None:
+        """The image to flash: the compiled one, else the one a hand build makes."""
+        return self.firmware or self.expected_firmware
+
+    @property
+    def model_path(self) -> Path | None:
+        name = self.manifest.get("model")
+        return (self.dir / name) if name else None
+
+    @property
+    def sizes(self) -> dict:
+        return self.manifest.get("sizes") or {}
+
+
+def load_build(build_dir) -> Build:
+    folder = Path(build_dir)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise EdgekitError(f"{folder} is not a build folder (no {MANIFEST}); expected the output of edgekit build")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EdgekitError(f"{path} is not valid JSON ({error}); rebuild with edgekit build") from None
+    if not isinstance(manifest, dict) or "board" not in manifest:
+        raise EdgekitError(f"{path} names no board; rebuild with edgekit build")
+    return Build(folder, manifest, load_board(str(manifest["board"])))
+
+
+# -- image size -----------------------------------------------------------------------------------------------
+
+
+def elf_flash_bytes(path) -> int | None:
+    """Bytes an ELF puts in flash (file bytes of its loadable segments: text, rodata, data's initial values),
+    or None when the file is not an ELF."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF":
+            return None
+        is64, little = head[4] == 2, head[5] == 1
+        e = "<" if little else ">"
+        if is64:
+            phoff, = struct.unpack_from(e + "Q", head, 32)
+            phentsize, phnum = struct.unpack_from(e + "HH", head, 54)
+        else:
+            phoff, = struct.unpack_from(e + "I", head, 28)
+            phentsize, phnum = struct.unpack_from(e + "HH", head, 42)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    total = 0
+    for i in range(phnum):
+        entry = table[i * phentsize:(i + 1) * phentsize]
+        kind, = struct.unpack_from(e + "I", entry, 0)
+        if kind != 1:  # PT_LOAD
+            continue
+        filesz, = struct.unpack_from(e + ("Q" if is64 else "I"), entry, 32 if is64 else 16)
+        total += filesz
+    return total
+
+
+def image_flash_bytes(build: Build, image: Path | None = None) -> int | None:
+    """Flash the image needs: text + data from the manifest's sizes (measured when edgekit compiled it), else from
+    the ELF (`image`, or the build's), else the file size."""
+    sizes = build.sizes
+    if "text" in sizes:
+        return int(sizes.get("text", 0)) + int(sizes.get("rodata", 0)) + int(sizes.get("data", 0))
+    image = image or build.image
+    if image is None or not image.is_file():
+        return None
+    if image.suffix == ".uf2":
+        return image.stat().st_size // 2  # 256 payload bytes in each 512-byte block
+    from_elf = elf_flash_bytes(image)
+    return from_elf if from_elf is not None else image.stat().st_size
