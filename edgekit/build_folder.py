@@ -109,3 +109,23 @@ def image_flash_bytes(build: Build, image: Path | None = None) -> int | None:
         return image.stat().st_size // 2  # 256 payload bytes in each 512-byte block
     from_elf = elf_flash_bytes(image)
     return from_elf if from_elf is not None else image.stat().st_size
+
+
+def elf_sections(path) -> list[dict]:
+    """The allocated sections of a 32-bit little-endian ELF: name, address, size, whether they take space in
+    the file (PROGBITS: flash) or only in RAM (NOBITS: .bss, the stack)."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+        raise EdgekitError(f"{path} is not a 32-bit little-endian ELF; expected the firmware the build wrote")
+    shoff, = struct.unpack_from("<I", data, 32)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 46)
+    headers = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+    sections = []
+    for name, kind, flags, addr, _offset, size, *_ in headers:
+        if not flags & 0x2 or size == 0:  # SHF_ALLOC
+            continue
+        end = data.index(b"\0", names_at + name)
+        sections.append({"name": data[names_at + name:end].decode("ascii", "replace"), "address": addr,
+                         "bytes": size, "in_file": kind != 8})  # SHT_NOBITS
+    return sections

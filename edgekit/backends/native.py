@@ -28,5 +28,17 @@ class NativeBackend(Backend):
         model = generate_native_model(graph, model_dir, name=name, preserve_input=True)
         files = sorted(Path(f).name for f in model.files)
         needs = BuildNeeds(sources=[f for f in files if f.endswith(".c")],
-                           headers=[f for f in files if f.endswith(".h")])
+                           headers=[f for f in files if f.endswith(".h")], defines=["EK_PROFILE_LAYERS"])
+        model.context = _context(graph, model)
         return BackendOutput(self.name, files, needs, model.arena_bytes, {}, model)
+
+
+def _context(graph, model) -> dict:
+    """What a platform's README and scaffold show of the model."""
+    from edgekit.codegen.common import c_comment, tensor_context
+
+    ops = [{"op": name} for name in sorted(set(model.layers))]
+    return {"model_comment": c_comment(graph.name), "model_sha256": graph.sha256, "ops": ops, "num_ops": len(ops),
+            "num_layers": len(model.layers), "input": tensor_context(graph.input_tensors()[0]),
+            "output": tensor_context(graph.output_tensors()[0]), "arena": {"bytes": model.arena_bytes},
+            "arena_in_psram": False}

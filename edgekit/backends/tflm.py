@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.backends.base import YES, Backend, BackendOutput, BuildNeeds, Library, Target, Verdict, no
-from edgekit.codegen.common import c_comment, c_float, c_string, device_model_name, project_name, render
+from edgekit.codegen.common import c_comment, c_string, device_model_name, project_name, render, tensor_context
 from edgekit.errors import EdgekitError
 from edgekit.tflm_kernels import TFLM_GIT_TAG, kernel_scratch_bytes, tflm_target_arch  # noqa: F401
 
@@ -56,9 +56,6 @@ CUSTOM_RESOLVER_METHODS = {
     "TFLite_Detection_PostProcess": "AddDetectionPostprocess",
     "CIRCULAR_BUFFER": "AddCircularBuffer",
 }
-
-_EK_TYPES = {"int8": "EK_TYPE_INT8", "uint8": "EK_TYPE_UINT8", "int16": "EK_TYPE_INT16", "int32": "EK_TYPE_INT32",
-             "float32": "EK_TYPE_FLOAT32"}
 
 # Arena margin on top of the estimate: kernels' allocations we cannot measure on the host vary with the TFLite
 # Micro version and its optimized kernels, so leave room rather than fail at ek_model_init() on the board.
@@ -151,16 +148,6 @@ def _align16(n: int) -> int:
     return (int(n) + 15) // 16 * 16
 
 
-def _tensor_ctx(t) -> dict:
-    if t.dtype not in _EK_TYPES:
-        raise EdgekitError(f"tensor '{c_comment(t.name)}' is {t.dtype}; expected int8, uint8, int16, int32 or float32")
-    scale = float(t.scale[0]) if t.scale.size else 0.0
-    zero_point = int(t.zero_point[0]) if t.zero_point.size else 0
-    return {"name_comment": c_comment(t.name), "shape": list(t.shape), "dtype": t.dtype, "ek_type": _EK_TYPES[t.dtype],
-            "bytes": t.nbytes, "elements": t.size, "scale": c_float(scale), "zero_point": zero_point,
-            "shape_text": "x".join(str(d) for d in t.shape) or "scalar"}
-
-
 def _psram_placement(target: Target, arena: ArenaSize) -> bool:
     """Put the arena in external RAM when the board has some and internal RAM cannot hold it."""
     if not target.psram_bytes or target.ram_budget is None:
@@ -225,8 +212,8 @@ def model_context(graph, arena: ArenaSize, in_psram: bool, target: Target) -> di
         "ops": ops,
         "num_ops": len(ops),
         "num_layers": len(graph.operators),
-        "input": _tensor_ctx(inputs[0]),
-        "output": _tensor_ctx(outputs[0]),
+        "input": tensor_context(inputs[0]),
+        "output": tensor_context(outputs[0]),
         "arena": arena,
         "arena_in_psram": in_psram,
         "board_comment": c_comment(target.description),

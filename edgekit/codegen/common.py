@@ -121,3 +121,18 @@ def render(template: str, **context) -> str:
 def project_name(graph) -> str:
     """The generated project's name (CMake project, sketch, ESP-IDF app): edgekit_<model stem>."""
     return "edgekit_" + safe_file_stem(graph.name)[:40]
+
+
+_EK_TYPES = {"int8": "EK_TYPE_INT8", "uint8": "EK_TYPE_UINT8", "int16": "EK_TYPE_INT16", "int32": "EK_TYPE_INT32",
+             "float32": "EK_TYPE_FLOAT32"}
+
+
+def tensor_context(t) -> dict:
+    """A model input or output as the generated sources describe it (type, shape, quantization)."""
+    if t.dtype not in _EK_TYPES:
+        raise EdgekitError(f"tensor '{c_comment(t.name)}' is {t.dtype}; expected int8, uint8, int16, int32 or float32")
+    scale = float(t.scale[0]) if t.scale.size else 0.0
+    zero_point = int(t.zero_point[0]) if t.zero_point.size else 0
+    return {"name_comment": c_comment(t.name), "shape": list(t.shape), "dtype": t.dtype, "ek_type": _EK_TYPES[t.dtype],
+            "bytes": t.nbytes, "elements": t.size, "scale": c_float(scale), "zero_point": zero_point,
+            "shape_text": "x".join(str(d) for d in t.shape) or "scalar"}

@@ -95,5 +95,31 @@ class CmakeArmPlatform(Platform):
                     [cmake, "--build", str(root / "build"), "-j", str(os.cpu_count() or 2)]], root, log,
                    "cmake build")
         elf = f"build/{project.project_name}.elf"
-        return BuildOutput(elf, sizes_of(toolchain.programs["arm-none-eabi-size"], root / elf),
-                           str(log.relative_to(root)))
+        sizes = sizes_of(toolchain.programs["arm-none-eabi-size"], root / elf)
+        sizes["sections_checked"] = check_memory_map(root / elf, board)
+        return BuildOutput(elf, sizes, str(log.relative_to(root)))
+
+
+def memory_regions(board) -> dict[str, tuple[int, int]]:
+    """The board's memory map (boards/*.toml) as the linker script has it: name -> (base, bytes)."""
+    regions = {"flash": (int(board.flash.get("flash_base", 0x08000000)), board.flash_bytes),
+               "ram": (int(board.flash.get("ram_base", 0x20000000)), board.ram_bytes)}
+    if board.psram_bytes and board.mcu in _EXT_RAM_BASE:
+        regions["external RAM"] = (_EXT_RAM_BASE[board.mcu], board.psram_bytes)
+    return regions
+
+
+def check_memory_map(elf: Path, board) -> int:
+    """Every allocated section of the ELF inside the board's flash or RAM (loaded data: in RAM, its initial
+    values in flash); returns how many were checked, or one line naming the first that is not."""
+    from edgekit.build_folder import elf_sections
+
+    regions = memory_regions(board)
+    sections = elf_sections(elf)
+    for section in sections:
+        start, end = section["address"], section["address"] + section["bytes"]
+        if not any(base <= start and end <= base + size for base, size in regions.values()):
+            raise EdgekitError(f"section {section['name']} of {elf.name} ({section['bytes']:,} bytes at "
+                               f"0x{start:08x}) lies outside {board.name}'s flash and RAM "
+                               f"({', '.join(f'{n} 0x{b:08x}+{s:,}' for n, (b, s) in regions.items())})")
+    return len(sections)

@@ -18,7 +18,8 @@ def scaffold_context(platform, graph, board, output: BackendOutput, model_dir: s
                family=platform.name, version=version_text(),
                backend=output.backend, backend_sources=prefixed(model_dir, output.needs.sources),
                model_sources=list(output.needs.sources), libraries=output.needs.library_names,
-               cxx=output.needs.cxx, defines=list(output.needs.defines))
+               cxx=output.needs.cxx, defines=list(output.needs.defines),
+               tflm="tflite-micro" in output.needs.library_names)
     ctx.setdefault("arena_in_psram", False)
     return ctx
 
