@@ -248,7 +248,6 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
     backend = backend or default_backend(board)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
-    _check_platform_side(board, backend)
     if arena_bytes is not None and arena_bytes <= 0:
         raise UsageError(f"--arena-bytes must be positive, got {arena_bytes}")
     if arena_bytes is not None and backend != "tflm":
@@ -294,6 +293,7 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     stages: list[dict] = []
     graph, _ = _int8_model(model_path, data, recipe_obj, quiet, stages, advance)
 
+    _check_pair(graph, board, backend)
     started = time.monotonic()
     report = analyze(graph, board, backend)
     require_tflm_loads(report)
@@ -383,11 +383,11 @@ def _compile(out: Path, board, backend: str, project, manifest: dict) -> dict:
     return {"firmware": done.firmware, "sizes": done.sizes, "log": done.log}
 
 
-def _check_platform_side(board, backend: str) -> None:
-    """Refuse, before reading the model, a backend the board's platform cannot build."""
-    from edgekit.backends import get_backend
-    from edgekit.platforms import platform_for
+def _check_pair(graph, board, backend: str) -> None:
+    """Refuse a pair that one side cannot build, naming a route that works (edgekit.routes)."""
+    from edgekit.project import check_pair
+    from edgekit.routes import refusal
 
-    verdict = platform_for(board).supports(None, board, get_backend(backend))
+    verdict = check_pair(graph, board, backend)
     if not verdict:
-        raise UsageError(f"{verdict.reason}; use --backend native")
+        raise UsageError(refusal(graph, board, backend, verdict.reason))

@@ -71,8 +71,8 @@ class Platform:
         """Whether this platform can build `backend`'s sources for `board` (from the backend's declaration)."""
         missing = [lib.name for lib in backend.libraries(self.target(board)) if lib.name not in self.libraries]
         if missing:
-            return no(f"{board.name} is a {self.name} board and edgekit cannot yet build {', '.join(missing)} "
-                      f"for {self.name} projects")
+            return no(f"{board.name} is a {self.name} board, and edgekit does not build {', '.join(missing)} "
+                      f"(which the {backend.name} backend needs) for {self.name} projects")
         return YES
 
     def model_dir(self, board, graph) -> str:
