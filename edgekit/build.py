@@ -248,6 +248,7 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
     backend = backend or default_backend(board)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
+    tflm_tree = _tflm_tree(board, backend, tflm_dir, tflm_kernels)
     if arena_bytes is not None and arena_bytes <= 0:
         raise UsageError(f"--arena-bytes must be positive, got {arena_bytes}")
     if arena_bytes is not None and backend != "tflm":
@@ -323,13 +324,22 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
 
         options = {"name": device_name} if backend == "native" else {"arena_bytes": arena_bytes,
                                                                       "arena_margin": arena_margin}
-        project = write_project(graph, board, backend, staging, ram_budget=placement["internal_ram_budget"],
-                                **options)
-        output = project.backend
-        manifest.update(arena_bytes=output.arena_bytes, project=project.family, **output.manifest)
-        if project.build_hint:
-            manifest.update(build_hint=project.build_hint, expected_firmware=project.expected_firmware,
-                            **{f"expected_{key}": value for key, value in project.extra.items()})
+        if backend == "tflm" and _builds_tflm_app(board):
+            # TFLite Micro on host/QEMU (edgekit.codegen.tflm_app): the native build's layout around the
+            # tflm backend, against a cached libtflm.a
+            from edgekit.codegen.tflm_app import write_tflm_app_project
+
+            project = write_tflm_app_project(graph, board, staging, tflm_tree, arena_bytes, arena_margin)
+            manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(), project=project.family,
+                            tflm_kernels=project.kernels, build_hint=project.build_hint)
+        else:
+            project = write_project(graph, board, backend, staging, ram_budget=placement["internal_ram_budget"],
+                                    **options)
+            output = project.backend
+            manifest.update(arena_bytes=output.arena_bytes, project=project.family, **output.manifest)
+            if project.build_hint:
+                manifest.update(build_hint=project.build_hint, expected_firmware=project.expected_firmware,
+                                **{f"expected_{key}": value for key, value in project.extra.items()})
         (staging / model_file).write_bytes(graph.model_bytes)
         stages.append({"stage": "generate", "seconds": round(time.monotonic() - started, 2), "folder": str(out)})
         advance("compile")
@@ -366,12 +376,50 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     return result
 
 
-def _compile(out: Path, board, backend: str, project, manifest: dict) -> dict:
+def _builds_tflm_app(board) -> bool:
+    from edgekit.platforms import platform_for
+    from edgekit.platforms.make import MakePlatform
+
+    return isinstance(platform_for(board), MakePlatform)
+
+
+def _tflm_tree(board, backend: str, tflm_dir, tflm_kernels):
+    """The TFLite Micro tree a host or QEMU build compiles against (None: generate only); checked before work."""
+    if backend != "tflm":
+        if tflm_dir or tflm_kernels:
+            raise UsageError(f"--tflm-dir and --tflm-kernels apply to the tflm backend; this build uses {backend}")
+        return None
+    if not _builds_tflm_app(board):
+        if tflm_kernels:
+            raise UsageError(f"--tflm-kernels applies to host and QEMU boards; {board.name}'s {board.project} "
+                             "project takes the kernels of the tree it is built with")
+        if tflm_dir:
+            from edgekit.tflm_library import find_tree
+
+            find_tree(tflm_dir)  # a wrong path fails now, in one line
+        return None
+    from edgekit.tflm_library import find_tree
+
+    return find_tree(tflm_dir, tflm_kernels)
+
+
+def _compile(out: Path, board, backend: str, project, manifest: dict, tflm_tree=None, tflm_dir=None) -> dict:
     """Compile when the platform's toolchain is here; otherwise say in one line how to build."""
+    import os
+
     from edgekit.platforms import platform_for
 
+    if backend == "tflm" and _builds_tflm_app(board):
+        if tflm_tree is None:
+            return {"skipped": project.build_hint}
+        from edgekit.codegen.tflm_app import compile_tflm_app_project
+
+        done = compile_tflm_app_project(out, board, tflm_tree, [entry["op"] for entry in project.ops])
+        manifest.update(firmware=done["firmware"], sizes=done["sizes"], tflm_library=done["library"])
+        return done
     platform = platform_for(board)
-    toolchain = platform.toolchain(board, project.backend)
+    env = {**os.environ, "TFLM_DIR": str(tflm_dir)} if tflm_dir else None
+    toolchain = platform.toolchain(board, project.backend, env)
     if not toolchain.found:
         if not project.build_hint:
             return {"skipped": toolchain.missing}

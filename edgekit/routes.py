@@ -65,4 +65,10 @@ def refusal(graph, board, backend: str, reason: str) -> str:
     route = find_route(graph, board, backend)
     if route is None:
         return f"{reason}; no board and backend edgekit has can build {graph.name}"
-    return f"{reason}; use {route.flags()}"
+    from edgekit.platforms.sdk_tools import tflm_tree
+    import os
+
+    note = ""
+    if route.backend == "tflm" and not tflm_tree(os.environ.get("TFLM_DIR")):
+        note = " (generated; set TFLM_DIR to compile)"
+    return f"{reason}; use {route.flags()}{note}"

@@ -13,6 +13,7 @@ from edgekit.resources import templates_dir
 
 class HostPlatform(MakePlatform):
     name = "host"
+    libraries = ("tflite-micro",)  # built once into a cache (edgekit.tflm_library, codegen.tflm_app)
     kernels = "reference"
     firmware = "build/firmware"
     compiler_hint = "a C compiler (apt-get install gcc)"

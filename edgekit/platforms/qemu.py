@@ -79,6 +79,7 @@ def find_arm_compiler() -> tuple[str, str]:
 
 class QemuPlatform(MakePlatform):
     name = "qemu"
+    libraries = ("tflite-micro",)  # built once into a cache (edgekit.tflm_library, codegen.tflm_app)
     kernels = "cmsis-nn"
     firmware = "build/firmware.elf"
     compiler_hint = ARM_GCC
