@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything edgekit needs on a fresh Debian/Ubuntu machine: the Arm toolchain and QEMU (apt), then
 # edgekit itself with its pinned dependencies (pip). Safe to run again: it skips what is already there.
-# `bash scripts/setup.sh --tflm` also installs CMake and the Arm C++ library that TFLite Micro builds need.
+# `bash scripts/setup.sh --tflm` also installs the Arm C++ library that TFLite Micro builds need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi gcc make python3-venv)
+apt_packages=(qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi gcc make cmake python3-venv)
 # --tflm: also what compiling TFLite Micro projects needs (its C++ library for Arm alone is about 1.5 GB)
 if [ "${1:-}" = "--tflm" ]; then
-  apt_packages+=(cmake libstdc++-arm-none-eabi-newlib)
+  apt_packages+=(libstdc++-arm-none-eabi-newlib)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
