@@ -193,6 +193,46 @@ def _measure_tflm_arena(graph: Graph) -> dict:
     }
 
 
+_LITERT_CHILD = "from edgekit.analyze import _litert_child; _litert_child()"
+
+
+def _litert_child() -> None:
+    """Child process: model bytes on stdin; exit 1 with LiteRT's line on stderr when it cannot run the model."""
+    import numpy as np
+
+    from edgekit.quantize import _interpreter
+
+    try:
+        interpreter = _interpreter(sys.stdin.buffer.read())
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+    except EdgekitError as error:
+        sys.stderr.write(f"{error}\n")
+        sys.exit(1)
+    except Exception as error:  # the wrapper's own exceptions on a file it cannot make sense of
+        sys.stderr.write(" ".join(f"the LiteRT interpreter cannot run this model: {type(error).__name__}: "
+                                  f"{error}".split())[:300] + "\n")
+        sys.exit(1)
+
+
+def litert_refusal(graph: Graph) -> str | None:
+    """Why LiteRT (the other reference) cannot run the model, or None when it can. Asked only when TFLite Micro
+    refused: a model both refuse is broken, not merely beyond TFLite Micro's operators. In a child, as
+    TFLite Micro is, so that a crash is a line, not edgekit's death."""
+    try:
+        child = run_tied([sys.executable, "-c", _LITERT_CHILD], input=graph.model_bytes, capture_output=True,
+                         timeout=ARENA_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"the LiteRT interpreter did not finish loading it in {ARENA_TIMEOUT_S} s"
+    if child.returncode < 0:
+        return f"the LiteRT interpreter crashed (signal {-child.returncode}) on it"
+    if child.returncode != 0:
+        lines = child.stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else f"the LiteRT interpreter failed on it (exit {child.returncode})"
+    return None
+
+
 # Expected rank of the weight input of each MAC op (input index, rank): a corrupted file can break them.
 _WEIGHT_RANKS = {"CONV_2D": (1, 4), "DEPTHWISE_CONV_2D": (1, 4), "FULLY_CONNECTED": (1, 2),
                  "TRANSPOSE_CONV": (1, 4), "CONV_3D": (1, 5), "BATCH_MATMUL": (1, None),
@@ -314,6 +354,10 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
     except EdgekitError as error:  # a model TFLite Micro cannot run (an op it lacks): the rest still stands
         arena = None
         tflm_error = str(error)
+        litert_error = litert_refusal(graph)
+        if litert_error is not None:  # no reference runs it: a report of its figures would be a wrong success
+            raise EdgekitError(f"{graph.name} cannot be run by any reference interpreter: {tflm_error}; "
+                               f"{litert_error}") from None
         notes.append(tflm_error)
 
     target_64bit = board is not None and board.arch == "host"

@@ -5,6 +5,7 @@ for), and those modules import TensorFlow only inside their functions: `edgekit 
 """
 
 import importlib
+import math
 import signal
 import sys
 
@@ -57,13 +58,62 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module = importlib.import_module(f"edgekit.commands.{COMMANDS[name][0]}")
-        return module.command
+        return checked_options(module.command)
 
     def format_commands(self, ctx, formatter):
         # Short help from the table above, so that `edgekit --help` imports no command module.
         rows = [(name, help_text) for name, (_, help_text) in COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+# Whole-number options: (smallest, largest) accepted. Every other int option gets 0..INT_MAX; a float option must
+# be finite. These run before the command does anything, so a bad number never reaches a half-done stage.
+INT_MAX = 2**31 - 1
+INT_RANGES = {
+    "runs": (1, 100_000),  # a profile of 100,000 inferences is hours on a slow board
+    "calibration_samples": (1, INT_MAX),
+    "eval_samples": (1, INT_MAX),
+    "arena_bytes": (1, INT_MAX),
+    "epochs": (0, 10_000),
+    "max_epochs": (1, 10_000),
+    "batch_size": (1, INT_MAX),
+}
+
+
+def _check_value(param: click.Parameter, value):
+    """The shared checks of every option of every command: no empty text, numbers finite and in range."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, tuple):  # multiple=True / nargs
+        return tuple(_check_value(param, v) for v in value)
+    name = param.opts[-1] if param.opts and param.opts[-1].startswith("-") else (param.name or "").upper()
+    if isinstance(value, str) and value == "":
+        raise click.BadParameter("is empty; expected a value", param_hint=name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", param_hint=name)
+    if isinstance(value, int):
+        low, high = INT_RANGES.get(param.name, (0, INT_MAX))
+        if not low <= value <= high:
+            raise click.BadParameter(f"{value} is out of range; expected a whole number from {low:,} to {high:,}",
+                                     param_hint=name)
+    return value
+
+
+def checked_options(command: click.Command) -> click.Command:
+    """Put `_check_value` in front of each option's own callback (once per command object)."""
+    if getattr(command, "_edgekit_checked", False):
+        return command
+    for param in command.params:
+        own = param.callback
+
+        def callback(ctx, param, value, own=own):
+            value = _check_value(param, value)
+            return own(ctx, param, value) if own else value
+
+        param.callback = callback
+    command._edgekit_checked = True
+    return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

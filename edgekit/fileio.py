@@ -155,9 +155,14 @@ def writing(path, doing: str = "write"):
         raise io_error(path, error, doing, exact=True) from None
 
 
-def check_output_file(path) -> Path:
-    """Fail before any work when a file could not be written at `path` (a folder there, a file as its parent)."""
+def check_output_file(path, inputs=()) -> Path:
+    """Fail before any work when a file could not be written at `path` (a folder there, a file as its parent), or
+    when it is one of the command's `inputs` (the model or data it reads would be replaced by its result)."""
     path = Path(path)
+    for given in inputs:
+        if given is not None and path.exists() and Path(given).exists() and os.path.samefile(path, given):
+            raise EdgekitError(f"output {path} is the input {given}; expected another file path (writing there "
+                               "would replace it)", exit_code=2, kind="usage")
     if path.is_dir():
         raise EdgekitError(f"cannot write {path}: it is a folder; expected a file path", kind="io")
     if path.exists() and not path.is_file():  # a rename would replace the device or FIFO itself
@@ -331,6 +336,15 @@ class FolderSwap:
         """A fresh, empty staging folder to generate into."""
         if self.final.exists() and not self.final.is_dir():
             raise EdgekitError(f"output {self.final} exists and is not a folder; expected a folder path")
+        try:
+            os.fsencode(self.final.absolute()).decode("utf-8")
+        except UnicodeDecodeError:  # compilers and build systems write the path into their files as text
+            raise EdgekitError(f"output folder {os.fsdecode(self.final)!r} is not a UTF-8 path; expected a folder "
+                               "name the build tools can write into their files") from None
+        if self.final.is_dir() and any(self.final.iterdir()) and not (self.final / self.complete).exists():
+            # replacing it would delete whatever the user keeps there: only an earlier build is replaced
+            raise EdgekitError(f"output {self.final} is a folder that edgekit did not build (no {self.complete}); "
+                               "expected a new folder or the folder of an earlier build")
         shutil.rmtree(self.work, ignore_errors=True)
         self.staging.mkdir(parents=True)
         (self.staging / self.MARKER).write_bytes(b"")

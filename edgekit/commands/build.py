@@ -36,6 +36,7 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
     """
     from edgekit.build import build
 
+    _check_combination(no_compile, do_flash, do_profile, runs, port)
     with progress(quiet=as_json) as bar:
         result = build(model, board_name, out_dir, backend=backend, data=data, recipe=recipe,
                        arena_bytes=arena_bytes, compile=not no_compile, flash=do_flash, profile=do_profile,
@@ -85,6 +86,19 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
         from edgekit.commands.profile import print_report
 
         print_report(result["profile"])
+
+
+def _check_combination(no_compile, do_flash, do_profile, runs, port) -> None:
+    """Options that mean nothing together are refused before anything is built, never ignored."""
+    from edgekit.errors import UsageError
+
+    if no_compile and (do_flash or do_profile):
+        raise UsageError(f"--{'flash' if do_flash else 'profile'} needs the firmware, and --no-compile builds none; "
+                         "drop one of them")
+    if runs is not None and not do_profile:
+        raise UsageError("--runs is the number of inferences of --profile; add --profile or drop --runs")
+    if port is not None and not (do_flash or do_profile):
+        raise UsageError("--port is the board's serial port for --flash/--profile; add one of them or drop --port")
 
 
 def _percent(value) -> str:

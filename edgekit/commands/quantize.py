@@ -35,11 +35,12 @@ def command(model, data, output, calibration_samples, eval_samples, plot, as_jso
     from edgekit.quantize import quantize
 
     output = output or Path(f"{model.stem if model.suffix else model.name}_int8.tflite")
-    check_output_file(output)  # before minutes of work, not after
+    check_output_file(output, inputs=(model, data))  # before minutes of work, not after
     if plot is not None:
         from edgekit.plots import check_path
 
         check_path(plot)
+        check_output_file(plot, inputs=(model, data, output))
     result = quantize(model, data, calibration_samples=calibration_samples, eval_samples=eval_samples,
                       quiet=as_json)
     report = dict(result.report, output_path=str(output))
