@@ -51,18 +51,51 @@ class Build:
         return self.manifest.get("sizes") or {}
 
 
+# The manifest's keys that flash and profile rely on, with their JSON types: a hand-edited manifest is refused
+# naming the key, never read as something else. Path keys are relative to the build folder and stay inside it.
+MANIFEST_TYPES = {"board": str, "backend": str, "model": str, "model_sha256": str, "model_name": str,
+                  "firmware": str, "expected_firmware": str, "runner": str, "project": str, "build_hint": str,
+                  "expected_flasher_args": str, "input": dict, "output": dict, "sizes": dict, "ops": list,
+                  "flash_images": list, "macs": int, "num_layers": int, "arena_bytes": int}
+MANIFEST_PATHS = ("model", "firmware", "expected_firmware", "expected_flasher_args")
+
+
 def load_build(build_dir) -> Build:
+    from edgekit.fileio import MAX_TEXT_BYTES, read_input_file
+
     folder = Path(build_dir)
     path = folder / MANIFEST
     if not path.is_file():
         raise EdgekitError(f"{folder} is not a build folder (no {MANIFEST}); expected the output of edgekit build")
+    raw = read_input_file(path, "build manifest", MAX_TEXT_BYTES)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise EdgekitError(f"{path} is not valid JSON ({error}); rebuild with edgekit build") from None
+        manifest = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = "nested too deeply" if isinstance(error, RecursionError) else " ".join(str(error).split())[:120]
+        raise EdgekitError(f"{path} is not valid JSON ({detail}); rebuild with edgekit build") from None
     if not isinstance(manifest, dict) or "board" not in manifest:
         raise EdgekitError(f"{path} names no board; rebuild with edgekit build")
-    return Build(folder, manifest, load_board(str(manifest["board"])))
+    _check_manifest(manifest, path, folder)
+    return Build(folder, manifest, load_board(manifest["board"]))
+
+
+def _check_manifest(manifest: dict, path: Path, folder: Path) -> None:
+    for key, kind in MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            shown = json.dumps(value)[:60]
+            raise EdgekitError(f"{path}: '{key}' is {shown}; expected {_TYPE_NAMES[kind]} (the manifest was "
+                               "edited or is damaged); rebuild with edgekit build")
+    for key in MANIFEST_PATHS:
+        name = manifest.get(key)
+        if name and (Path(name).is_absolute() or ".." in Path(name).parts):
+            raise EdgekitError(f"{path}: '{key}' is {name!r}, outside the build folder; expected a path inside "
+                               f"{folder}; rebuild with edgekit build")
+
+
+_TYPE_NAMES = {str: "text", dict: "an object", list: "a list", int: "a whole number >= 0"}
 
 
 # -- image size -----------------------------------------------------------------------------------------------

@@ -104,3 +104,16 @@ def test_analyze_refuses_a_model_no_reference_interpreter_runs(kws, tmp_path):
     litert_only.write_bytes(edited(kws.read_bytes(), pool_scale))
     done = edgekit("analyze", litert_only)
     assert done.returncode == 0 and "TFLite Micro cannot load this model" in done.stderr, done.stderr[-1000:]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"board": "host", "firmware": {"a": 1}}', "'firmware' is {\"a\": 1}; expected text"),
+    ('{"board": "host", "macs": NaN}', "'macs' is NaN; expected a whole number"),
+    ('{"board": "host", "firmware": "../../bin/true"}', "outside the build folder"),
+], ids=["deep", "wrong-type", "nan", "escaping-path"])
+def test_flash_and_profile_refuse_an_edited_manifest_naming_the_key(tmp_path, text, fragment):
+    """A RecursionError, a TypeError and a NaN conversion were internal errors; a firmware path could escape."""
+    (tmp_path / "edgekit-build.json").write_text(text)
+    for command in ("flash", "profile"):
+        one_line_error(edgekit(command, tmp_path), fragment)
