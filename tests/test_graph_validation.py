@@ -88,6 +88,6 @@ def test_build_refuses_for_every_backend_what_tflite_micro_cannot_load(kws_bytes
                             "native", "--no-compile", "-o", str(out)], capture_output=True, text=True, timeout=300)
     assert child.returncode == 1 and "Traceback" not in child.stderr
     lines = child.stderr.strip().splitlines()
-    assert len(lines) == 1 and "kws_softmax cannot be built for any backend: TFLite Micro cannot load" in lines[0]
+    assert len(lines) == 1 and "kws_softmax cannot be" in lines[0] and "TFLite Micro cannot load" in lines[0]
     assert "SOFTMAX" in lines[0] and "scale" in lines[0]
     assert not out.exists()
