@@ -79,19 +79,6 @@ class ArenaSize:
         return dict(vars(self))
 
 
-@dataclass
-class TflmProject:
-    family: str
-    files: list[str]  # relative paths, sorted
-    ops: list[dict]  # [{"op": "CONV_2D", "method": "AddConv2D"}], in resolver order
-    arena: ArenaSize
-    arena_in_psram: bool
-    project_name: str
-    build_hint: str  # one line: how to build by hand
-    expected_firmware: str = ""  # where that hand build puts the image, relative to the project folder
-    extra: dict = field(default_factory=dict)  # e.g. {"flasher_args": "build/flasher_args.json"} for ESP-IDF
-
-
 def resolver_ops(graph) -> list[dict]:
     """The resolver's registrations: one per distinct operator, sorted; unknown or custom ops stop the build."""
     entries = []
