@@ -6,7 +6,6 @@ Below every stage that reads a build: the runners, flash and profile import it, 
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,32 +100,33 @@ _TYPE_NAMES = {str: "text", dict: "an object", list: "a list", int: "a whole num
 # -- image size -----------------------------------------------------------------------------------------------
 
 
+def _open_elf(f):
+    """An ELFFile over an open file, or None when the file is not an ELF (or too damaged to read as one)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    if f.read(4) != b"\x7fELF":
+        return None
+    f.seek(0)
+    try:
+        return ELFFile(f)
+    except (ELFError, ValueError, OSError):
+        return None
+
+
 def elf_flash_bytes(path) -> int | None:
     """Bytes an ELF puts in flash (file bytes of its loadable segments: text, rodata, data's initial values),
     or None when the file is not an ELF."""
+    from elftools.common.exceptions import ELFError
+
     with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF":
+        elf = _open_elf(f)
+        if elf is None:
             return None
-        is64, little = head[4] == 2, head[5] == 1
-        e = "<" if little else ">"
-        if is64:
-            phoff, = struct.unpack_from(e + "Q", head, 32)
-            phentsize, phnum = struct.unpack_from(e + "HH", head, 54)
-        else:
-            phoff, = struct.unpack_from(e + "I", head, 28)
-            phentsize, phnum = struct.unpack_from(e + "HH", head, 42)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    total = 0
-    for i in range(phnum):
-        entry = table[i * phentsize:(i + 1) * phentsize]
-        kind, = struct.unpack_from(e + "I", entry, 0)
-        if kind != 1:  # PT_LOAD
-            continue
-        filesz, = struct.unpack_from(e + ("Q" if is64 else "I"), entry, 32 if is64 else 16)
-        total += filesz
-    return total
+        try:
+            return sum(segment["p_filesz"] for segment in elf.iter_segments() if segment["p_type"] == "PT_LOAD")
+        except (ELFError, ValueError, OSError):  # a truncated program header table
+            return None
 
 
 def image_flash_bytes(build: Build, image: Path | None = None) -> int | None:
@@ -145,20 +145,18 @@ def image_flash_bytes(build: Build, image: Path | None = None) -> int | None:
 
 
 def elf_sections(path) -> list[dict]:
-    """The allocated sections of a 32-bit little-endian ELF: name, address, size, whether they take space in
-    the file (PROGBITS: flash) or only in RAM (NOBITS: .bss, the stack)."""
-    data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
-        raise EdgekitError(f"{path} is not a 32-bit little-endian ELF; expected the firmware the build wrote")
-    shoff, = struct.unpack_from("<I", data, 32)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 46)
-    headers = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
-    names_at = headers[shstrndx][4]
-    sections = []
-    for name, kind, flags, addr, _offset, size, *_ in headers:
-        if not flags & 0x2 or size == 0:  # SHF_ALLOC
-            continue
-        end = data.index(b"\0", names_at + name)
-        sections.append({"name": data[names_at + name:end].decode("ascii", "replace"), "address": addr,
-                         "bytes": size, "in_file": kind != 8})  # SHT_NOBITS
-    return sections
+    """The allocated sections of an ELF: name, address, size, whether they take space in the file (PROGBITS:
+    flash) or only in RAM (NOBITS: .bss, the stack)."""
+    from elftools.common.exceptions import ELFError
+
+    with open(path, "rb") as f:
+        elf = _open_elf(f)
+        if elf is None:
+            raise EdgekitError(f"{path} is not an ELF; expected the firmware the build wrote")
+        try:
+            return [{"name": section.name, "address": section["sh_addr"], "bytes": section["sh_size"],
+                     "in_file": section["sh_type"] != "SHT_NOBITS"}
+                    for section in elf.iter_sections()
+                    if section["sh_flags"] & 0x2 and section["sh_size"]]  # SHF_ALLOC
+        except (ELFError, ValueError, OSError) as error:
+            raise EdgekitError(f"{path} is a damaged ELF ({error}); expected the firmware the build wrote") from None

@@ -1,7 +1,7 @@
 """Pictures of reports: the memory plan over time and per-layer bars (MACs, time...).
 
-matplotlib is optional and imported only here, inside functions, with the Agg backend (no display needed), so
-commands stay fast and work on headless CI. Figures are written atomically like every other output.
+matplotlib is a dependency of edgekit, imported only here, inside functions, with the Agg backend (no display
+needed), so commands stay fast and work on headless CI. Figures are written atomically like every other output.
 """
 
 from __future__ import annotations
@@ -17,18 +17,27 @@ FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend, or a one-line error saying how to get it."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise EdgekitError("--plot needs matplotlib; install it with `pip install matplotlib`") from None
+    require()
+    import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
 
 
+def require() -> None:
+    """Fail in one line, before any work, when matplotlib (a dependency of edgekit) is missing from this Python."""
+    from importlib.util import find_spec
+
+    if find_spec("matplotlib") is None:
+        raise EdgekitError("--plot needs matplotlib, a dependency of edgekit that is missing from this Python; "
+                           "reinstall edgekit (pip install edgekit, or pip install matplotlib)")
+
+
 def check_path(path) -> Path:
-    """Fail before any work when the picture could not be written as asked."""
+    """Fail before any work when the picture could not be written as asked (or matplotlib is missing)."""
+    require()
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise EdgekitError(f"cannot write a picture to {path.name}; expected a file ending in "

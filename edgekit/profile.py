@@ -46,6 +46,10 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
     from edgekit.fileio import MAX_MODEL_BYTES, read_input_file
     from edgekit.tflite_model import load_tflite
 
+    if plot:
+        from edgekit.plots import check_path
+
+        check_path(plot)  # before the device run, not after it
     build = load_build(build_dir)
     if build.model_path is None or not build.model_path.is_file():
         raise EdgekitError(f"build folder {build.dir} has no model file (manifest 'model'); rebuild with edgekit build")

@@ -166,7 +166,44 @@ def test_uf2_blocks():
         assert (magic0, magic1, struct.unpack_from("<I", block, 508)[0]) == (0x0A324655, 0x9E5D5157, 0x0AB16F30)
         assert (flags, address, size, number, total, family) == (0x2000, 0x10000000 + 256 * n, 256, n, 4,
                                                                 0xE48BFF56)
-        assert block[32:32 + 256] == data[n * 256:(n + 1) * 256].ljust(256, b"\0")
+        assert block[32:32 + 256] == data[n * 256:(n + 1) * 256].ljust(256, b"\xff")
+
+
+def test_uf2_follows_the_formats_documented_layout():
+    """The examples of the UF2 README (github.com/microsoft/uf2): the block starts with the text "UF2\n" and
+    the bytes 57 51 5d 9e, ends with 30 6f b1 0a (its last byte forced to '\n'); data is padded with 0xFF; with
+    256-byte payloads the file is twice the flash it covers (as CURRENT.UF2 is); the familyID flag is 0x2000 and
+    RP2040's id (uf2families.json) is 0xe48bff56; without a family the field is zero and no flag is set."""
+    image = bytes((i * 7) & 0xFF for i in range(4096))
+    blob = bin_to_uf2(image, 0x10000000, 0xE48BFF56)
+    assert len(blob) == 2 * len(image)
+    first = blob[:512]
+    assert first[:4] == b"UF2\n" and first[4:8] == bytes.fromhex("57515d9e")
+    assert first[508:] == bytes.fromhex("306fb10a") and first[511:] == b"\n"
+    assert first[8:12] == bytes.fromhex("00200000") and first[28:32] == bytes.fromhex("56ff8be4")
+    assert first[12:16] == bytes.fromhex("00000010")  # 0x10000000, little endian
+    assert first[32 + 256:508] == b"\xff" * 220
+    # the payloads, in block order, give back the image, each at its address
+    payloads = {struct.unpack_from("<I", blob, i + 12)[0]: blob[i + 32:i + 32 + 256] for i in range(0, len(blob), 512)}
+    assert b"".join(payloads[a] for a in sorted(payloads)) == image
+    plain = bin_to_uf2(b"\x01\x02\x03", 0x0, 0)
+    assert len(plain) == 512 and struct.unpack_from("<I", plain, 8)[0] == 0 and plain[28:32] == b"\0" * 4
+    assert plain[32:36] == b"\x01\x02\x03\xff"
+    with pytest.raises(EdgekitError, match="not 4-byte aligned"):
+        bin_to_uf2(image, 0x10000002, 0)
+
+
+def test_elf_sections_read_with_pyelftools(stub_builds):
+    """Sections of a real arm-none-eabi ELF (pyelftools): text in the file, bss only in RAM; a file that is not
+    an ELF is refused in one line."""
+    from edgekit.build_folder import elf_sections
+
+    build = load_build(stub_builds["mps2-an386"])
+    sections = {s["name"]: s for s in elf_sections(build.firmware)}
+    assert sections[".text"]["in_file"] and sections[".text"]["bytes"] > 0
+    assert any(not s["in_file"] for s in sections.values())
+    with pytest.raises(EdgekitError, match="not an ELF"):
+        elf_sections(STUB)
 
 
 def test_uf2_runner_copies_to_the_labelled_volume(tmp_path, monkeypatch):

@@ -104,13 +104,9 @@ def plot_layers(report: dict, path: Path) -> None:
     layers = [l for l in report.get("layers") or [] if l["sqnr_db"] is not None]
     if not layers:
         raise EdgekitError("no per-layer statistics to plot for this model")
-    try:
-        import matplotlib
+    from edgekit.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgekitError("--plot needs matplotlib; install it with `pip install matplotlib`") from None
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers)), 4))
     ax.bar(range(len(layers)), [l["sqnr_db"] for l in layers], color="tab:blue")
     ax.set_xticks(range(len(layers)), [f"{l['index']} {l['op']}" for l in layers], rotation=70, fontsize=7)

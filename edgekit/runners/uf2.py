@@ -70,15 +70,28 @@ def find_volume(label: str) -> Path | None:
     return mac if mac.is_dir() else None
 
 
+# The UF2 format (github.com/microsoft/uf2, README "File format"): 512-byte blocks, a 32-byte header of
+# little-endian uint32 fields, 476 bytes of data (the payload, then padding), and a final magic number.
+UF2_MAGIC_START0 = 0x0A324655  # "UF2\n"
+UF2_MAGIC_START1 = 0x9E5D5157
+UF2_MAGIC_END = 0x0AB16F30
+UF2_FLAG_FAMILY_ID_PRESENT = 0x00002000
+UF2_PAYLOAD = 256  # "a payload size of 256 is always correct": flash address = base + 256 x block number
+UF2_DATA = 476
+
+
 def bin_to_uf2(data: bytes, base: int, family_id: int) -> bytes:
-    """A raw flash image as UF2 blocks (512 bytes each, 256 payload bytes, family id flag when given)."""
-    payload = 256
-    blocks = (len(data) + payload - 1) // payload
+    """A raw flash image as UF2 blocks of 256 payload bytes; with a family id, the familyID flag is set and the
+    id fills the header's last field (zero otherwise). Padding is 0xFF, the erased state of flash, as the
+    format's table says."""
+    if base % 4:
+        raise EdgekitError(f"UF2 flash base 0x{base:x} is not 4-byte aligned; expected the board's flash_base")
+    blocks = max(1, (len(data) + UF2_PAYLOAD - 1) // UF2_PAYLOAD)
+    flags = UF2_FLAG_FAMILY_ID_PRESENT if family_id else 0
     out = bytearray()
     for n in range(blocks):
-        chunk = data[n * payload:(n + 1) * payload].ljust(payload, b"\0")
-        flags = 0x2000 if family_id else 0
-        header = struct.pack("<IIIIIIII", 0x0A324655, 0x9E5D5157, flags, base + n * payload, payload, n, blocks,
-                             family_id)
-        out += header + chunk.ljust(476, b"\0") + struct.pack("<I", 0x0AB16F30)
+        chunk = data[n * UF2_PAYLOAD:(n + 1) * UF2_PAYLOAD].ljust(UF2_PAYLOAD, b"\xff")
+        header = struct.pack("<8I", UF2_MAGIC_START0, UF2_MAGIC_START1, flags, base + n * UF2_PAYLOAD,
+                             UF2_PAYLOAD, n, blocks, family_id)
+        out += header + chunk.ljust(UF2_DATA, b"\xff") + struct.pack("<I", UF2_MAGIC_END)
     return bytes(out)
