@@ -360,7 +360,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
                                f"{litert_error}") from None
         notes.append(tflm_error)
 
-    target_64bit = board is not None and board.arch == "host"
+    target_64bit = board is not None and board.is_64bit
     tflm_arena_target = None
     scratch = 0
     if arena is not None:

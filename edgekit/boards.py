@@ -26,7 +26,7 @@ class Board:
     description: str
     mcu: str
     core: str
-    arch: str  # "arm", "xtensa", "riscv", "host"
+    arch: str  # "arm", "xtensa", "riscv", "aarch64", "host"
     clock_hz: int
     flash_bytes: int
     ram_bytes: int  # internal SRAM usable by the application's data, stack and arena
@@ -43,6 +43,11 @@ class Board:
     @property
     def emulated(self) -> bool:
         return bool(self.emulator)
+
+    @property
+    def is_64bit(self) -> bool:
+        """A 64-bit target (the host, aarch64 Linux and Android): pointers and TFLite Micro's arena as measured."""
+        return self.arch in ("host", "aarch64")
 
     @property
     def default_runner(self) -> str | None:

@@ -380,7 +380,8 @@ def _builds_tflm_app(board) -> bool:
     from edgekit.platforms import platform_for
     from edgekit.platforms.make import MakePlatform
 
-    return isinstance(platform_for(board), MakePlatform)
+    platform = platform_for(board)
+    return isinstance(platform, MakePlatform) and "tflite-micro" in platform.libraries
 
 
 def _tflm_tree(board, backend: str, tflm_dir, tflm_kernels):

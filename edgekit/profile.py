@@ -262,6 +262,9 @@ def _report(build, info, memory, records, reference, labels, tout) -> dict:
                          "board's latency" if board.emulated else
                          "host computer" if board.arch == "host" else "measured on the device"),
     }
+    untimed = (board.data.get("profile") or {}).get("latency")  # the board says its clock means nothing
+    if untimed:
+        report.update(latency_us=None, latency_kind=str(untimed))
     macs = _macs(build)
     report["macs"] = macs
     if board.emulated:
@@ -274,6 +277,8 @@ def _report(build, info, memory, records, reference, labels, tout) -> dict:
     report["flash_bytes"] = _flash_bytes(build)
     report.update(_validation(records, reference, labels, tout))
     report["layers"] = _layers(records, tps, board.emulated)
+    if untimed:
+        report["layers"] = [{**row, "ticks": None, "us": None} for row in report["layers"]]
     return report
 
 
@@ -365,6 +370,8 @@ def plot_layers(report: dict, path) -> None:
     layers = report.get("layers") or []
     if not layers:
         raise EdgekitError("the device reported no per-layer times (ek-layers); nothing to plot")
+    if report.get("latency_us") is None:
+        raise EdgekitError(f"{report.get('board')} gives no latency ({report.get('latency_kind')}); nothing to plot")
     emulated = report.get("emulated")
     values = [row["instructions"] / 1e3 if emulated else row["us"] for row in layers]
     names = [f"{row['index']} {row['op']}" for row in layers]

@@ -14,15 +14,15 @@ from edgekit.errors import EdgekitError
 
 REPO = Path(__file__).resolve().parent.parent
 BOARD_FILES = sorted((REPO / "boards").glob("*.toml"))
-RUNNERS = {"qemu", "host", "esptool", "pyocd", "openocd", "uf2", "arduino-cli"}
-PROJECTS = {"esp-idf", "cmake-arm", "arduino", "pico-sdk", "qemu", "host"}
+RUNNERS = {"qemu", "host", "esptool", "pyocd", "openocd", "uf2", "arduino-cli", "qemu-user", "ssh", "adb"}
+PROJECTS = {"esp-idf", "cmake-arm", "arduino", "pico-sdk", "qemu", "host", "linux", "android"}
 KIB, MIB = 1024, 1024 * 1024
 
 
 def test_there_are_boards_of_every_kind():
     boards = all_boards()
     assert [p.stem for p in BOARD_FILES] == list(boards)
-    assert {b.arch for b in boards.values()} == {"arm", "xtensa", "riscv", "host"}
+    assert {b.arch for b in boards.values()} == {"arm", "xtensa", "riscv", "aarch64", "host"}
     assert any(b.emulated for b in boards.values())
     assert {b.project for b in boards.values()} == PROJECTS
 
@@ -31,11 +31,19 @@ def test_there_are_boards_of_every_kind():
 def test_board_file_is_complete_and_sane(path):
     board = load_board_file(path)
     assert board.name == path.stem and load_board(board.name) == board
-    assert board.arch in {"arm", "xtensa", "riscv", "host"} and board.project in PROJECTS
+    assert board.arch in {"arm", "xtensa", "riscv", "aarch64", "host"} and board.project in PROJECTS
     assert board.description and board.mcu and board.core
+    assert board.default_runner in board.flash["runners"] and set(board.flash["runners"]) <= RUNNERS
+    if board.arch == "aarch64":  # phones and Linux boards: gigabytes, a cross compiler, LiteRT's variants
+        assert board.project in {"linux", "android"} and board.is_64bit and board.serial["baud"] == 0
+        assert board.ram_bytes >= 256 * MIB and board.toolchain.get("install")
+        assert ("prefix" in board.toolchain) == (board.project == "linux")
+        mobile = board.data.get("mobile")
+        assert mobile is None or (mobile["accelerator"] in {"xnnpack", "gpu", "npu"}
+                                  and 0 < mobile["tolerance_points"] <= 5)
+        return
     runtimes = (board.runtime_flash_bytes, board.runtime_ram_bytes)
     assert all(set(r) == {"tflm", "native"} for r in runtimes)
-    assert board.default_runner in board.flash["runners"] and set(board.flash["runners"]) <= RUNNERS
     if board.arch == "host":
         assert board.default_runner == "host" and board.serial["baud"] == 0
         return

@@ -42,14 +42,15 @@ def print_report(report: dict) -> None:
     console = stdout_console()
     lat = report["latency_us"]
     unit = "µs (emulated)" if report["emulated"] else "µs"
-    rows = [[f"latency {unit}", lat["min"], lat["median"], lat["max"]]]
+    rows = [[f"latency {unit}", lat["min"], lat["median"], lat["max"]]] if lat else []
     if report.get("instructions"):
         ins = report["instructions"]
         rows.append(["instructions", ins["min"], ins["median"], ins["max"]])
     console.print(f"[bold]{report['model']}[/bold] on {report['board']} ({report['backend']} backend), "
                   f"{report['runs']} runs", highlight=False)
-    console.print(table("Latency", ["", "min", "median", "max"], rows))
-    if report["emulated"]:
+    if rows:
+        console.print(table("Latency", ["", "min", "median", "max"], rows))
+    if report["emulated"] or not lat:
         console.print(f"[dim]{report['latency_kind']}[/dim]")
     memory = [["arena used", report["arena_bytes"]], ["arena reserved", report["arena_reserved_bytes"]],
               ["peak stack", report["stack_bytes"]], ["flash (text+data)", report["flash_bytes"]]]
@@ -67,7 +68,7 @@ def print_report(report: dict) -> None:
     console.print(table("Outputs vs TFLite Micro", ["", "value"], check))
     console.print(f"[dim]inputs: {report['data']}[/dim]", highlight=False)
     layers = report.get("layers") or []
-    if layers:
+    if layers and lat:
         total = sum(row["ticks"] for row in layers) or 1
         columns = ["#", "op", "µs" + (" (emulated)" if report["emulated"] else ""), "share"]
         rows = []

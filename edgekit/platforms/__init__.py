@@ -19,6 +19,7 @@ PLATFORMS = {
     "esp-idf": "edgekit.platforms.esp_idf:EspIdfPlatform",
     "arduino": "edgekit.platforms.arduino:ArduinoPlatform",
     "pico-sdk": "edgekit.platforms.pico_sdk:PicoSdkPlatform",
+    "linux": "edgekit.platforms.linux:LinuxPlatform",
 }
 
 

@@ -16,10 +16,11 @@ from edgekit.runners.host import HostRunner
 from edgekit.runners.openocd import OpenocdRunner
 from edgekit.runners.pyocd import PyocdRunner
 from edgekit.runners.qemu import QemuRunner
+from edgekit.runners.qemu_user import QemuUserRunner
 from edgekit.runners.uf2 import Uf2Runner
 
 RUNNERS = {cls.name: cls for cls in (QemuRunner, HostRunner, EsptoolRunner, PyocdRunner, OpenocdRunner,
-                                     Uf2Runner, ArduinoCliRunner)}
+                                     Uf2Runner, ArduinoCliRunner, QemuUserRunner)}
 
 
 def allowed_runners(board) -> list[str]:
