@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.build_folder import MANIFEST
 from edgekit.flash import image_flash_bytes, load_build, open_device
 
 DEFAULT_RUNS = 10
@@ -57,7 +58,10 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         raise UsageError(f"--runs must be at least 1, got {runs}")
     model_bytes = read_input_file(build.model_path, "model file", MAX_MODEL_BYTES)
     recorded = build.manifest.get("model_sha256")
-    if recorded and hashlib.sha256(model_bytes).hexdigest() != recorded:
+    if not recorded:  # without it nothing proves the firmware runs this model: a hand-made or damaged manifest
+        raise EdgekitError(f"{build.dir / MANIFEST} has no 'model_sha256', so nothing ties "
+                           f"{build.model_path.name} to the firmware; rebuild with edgekit build")
+    if hashlib.sha256(model_bytes).hexdigest() != recorded:
         raise EdgekitError(f"{build.model_path.name} changed since the build (its sha256 differs from the "
                            "manifest's); rebuild with edgekit build")
     graph = load_tflite(build.model_path)

@@ -3,6 +3,7 @@ faults on demand) as a host-board program, and end to end on native builds in QE
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -35,7 +36,8 @@ def _fake_build(folder: Path, model: Path, *faults) -> Path:
     program = folder / "device.sh"
     program.write_text(f"#!/bin/sh\nexec {sys.executable} {SIMULATOR} --serve --model model.tflite {flags}\n")
     program.chmod(0o755)
-    manifest = {"board": "host", "backend": "native", "model": "model.tflite", "firmware": "device.sh"}
+    manifest = {"board": "host", "backend": "native", "model": "model.tflite", "firmware": "device.sh",
+                "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
     (folder / "edgekit-build.json").write_text(json.dumps(manifest))
     return folder
 
@@ -106,6 +108,10 @@ def test_stale_build_or_device_is_refused(kws, tmp_path):
         profile_build(build, runs=1)
     (build / "edgekit-build.json").write_text(json.dumps({**manifest, "model_sha256": "0" * 64}))
     with pytest.raises(EdgekitError, match="model.tflite changed since the build"):
+        profile_build(build, runs=1)
+    del manifest["model_sha256"]
+    (build / "edgekit-build.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgekitError, match="has no 'model_sha256', so nothing ties model.tflite to the firmware"):
         profile_build(build, runs=1)
 
 

@@ -3,6 +3,7 @@ that lie, objects, text, NaN, empty arrays, and labels that cannot be the model'
 (which reads the data before it starts a device) and `edgekit.data` directly; `build --data FOLDER` and absurd
 calibration data through the CLI (slow: they load TensorFlow)."""
 
+import hashlib
 import io
 import json
 import os
@@ -34,9 +35,11 @@ def kws_build(int8_model_path, tmp_path):
     """A build folder for the KWS model on the host board (profile reads --data before it starts the device)."""
     folder = tmp_path / "build"
     folder.mkdir()
-    (folder / "kws.tflite").write_bytes(int8_model_path("kws").read_bytes())
+    model = int8_model_path("kws").read_bytes()
+    (folder / "kws.tflite").write_bytes(model)
     (folder / "edgekit-build.json").write_text(json.dumps({"board": "host", "backend": "native",
-                                                            "model": "kws.tflite", "firmware": "absent"}))
+                                                            "model": "kws.tflite", "firmware": "absent",
+                                                            "model_sha256": hashlib.sha256(model).hexdigest()}))
     return folder
 
 

@@ -8,6 +8,7 @@ through --port.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -66,7 +67,8 @@ def _build(tmp_path, model, macs=None):
     folder = tmp_path / "build"
     folder.mkdir()
     shutil.copyfile(model, folder / "model.tflite")
-    manifest = {"board": BOARD, "backend": "native", "model": "model.tflite", "model_name": "simulated"}
+    manifest = {"board": BOARD, "backend": "native", "model": "model.tflite", "model_name": "simulated",
+                "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
     if macs is not None:
         manifest["macs"] = macs
     (folder / "edgekit-build.json").write_text(json.dumps(manifest))
