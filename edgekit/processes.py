@@ -12,9 +12,11 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 _LIVE: set = set()  # processes started by popen_tied and not stopped yet
 
@@ -75,24 +77,37 @@ def stop_tied(process: subprocess.Popen, grace: float = 2.0) -> None:
 
 
 def run_tied(command, *, input=None, capture_output: bool = False, timeout: float | None = None,
-             **kwargs) -> subprocess.CompletedProcess:
+             scratch_in: str | os.PathLike | None = None, **kwargs) -> subprocess.CompletedProcess:
     """subprocess.run with the child tied to edgekit: on a timeout or an interrupt its whole group is killed
-    before the exception goes on (subprocess.TimeoutExpired, KeyboardInterrupt)."""
+    before the exception goes on (subprocess.TimeoutExpired, KeyboardInterrupt).
+
+    `scratch_in`: a folder (a build's own) under which the child gets a private TMPDIR, removed when it ends. A
+    compiler killed with its group cannot delete its temporary files (cc*.s, cc*.o): they then go with that
+    folder, never into the system's TMPDIR.
+    """
     if capture_output:
         kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
     if input is not None:
         kwargs["stdin"] = subprocess.PIPE
-    process = popen_tied(command, **kwargs)
+    scratch = None
+    if scratch_in is not None:
+        scratch = tempfile.mkdtemp(prefix=".edgekit-tmp-", dir=scratch_in)
+        kwargs["env"] = {**(kwargs.get("env") or os.environ), "TMPDIR": scratch}
     try:
-        with process:
-            try:
-                stdout, stderr = process.communicate(input, timeout=timeout)
-            except BaseException:
-                kill_tied(process)
-                raise
-        _kill_group(process)  # a grandchild left behind by a child that exited
+        process = popen_tied(command, **kwargs)
+        try:
+            with process:
+                try:
+                    stdout, stderr = process.communicate(input, timeout=timeout)
+                except BaseException:
+                    kill_tied(process)
+                    raise
+            _kill_group(process)  # a grandchild left behind by a child that exited
+        finally:
+            _LIVE.discard(process)
     finally:
-        _LIVE.discard(process)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 

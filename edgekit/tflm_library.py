@@ -239,7 +239,7 @@ def _compile_all(tree, sources, objects, cxx_command, c_command, folder: Path, j
         partial = obj.with_name(f".{obj.name}.{os.getpid()}")
         base = cxx_command if source.suffix == ".cc" else c_command
         done = run_tied([*base, "-c", str(source), "-o", str(partial)], capture_output=True, text=True,
-                        timeout=COMPILE_TIMEOUT)
+                        timeout=COMPILE_TIMEOUT, scratch_in=folder)
         if done.returncode == 0:
             os.replace(partial, obj)
         else:
@@ -266,6 +266,6 @@ def _compile_all(tree, sources, objects, cxx_command, c_command, folder: Path, j
 
 
 def _run_logged(command: list[str], cwd: Path, what: str) -> None:
-    done = run_tied(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    done = run_tied(command, cwd=cwd, capture_output=True, text=True, timeout=600, scratch_in=cwd)
     if done.returncode != 0:
         raise EdgekitError(f"{what} failed: {(done.stderr or done.stdout).strip().splitlines()[-1][:200]}")

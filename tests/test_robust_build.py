@@ -22,7 +22,8 @@ SHIM = """#!/bin/sh
 echo $$ >> "$EK_TEST_PIDS"
 case "$EK_TEST_MODE" in
   fail) echo "shim.c:1:1: error: the test compiler refuses" >&2; exit 1 ;;
-  hang) sleep 300 & echo $! >> "$EK_TEST_PIDS"; wait ;;
+  hang) echo "temporary" > "${TMPDIR:-/tmp}/cc$$.s"  # as gcc does; a killed compiler never deletes it
+        sleep 300 & echo $! >> "$EK_TEST_PIDS"; wait ;;
   gate) while [ ! -e "$EK_TEST_GO" ]; do sleep 0.05; done; exec "$EK_REAL_CC" "$@" ;;
 esac
 """

@@ -200,7 +200,7 @@ def compile_tflm_app_project(root, board, tree: TflmTree, ops: list[str] | None)
 
 def _run(command, root: Path, board, log, log_path: Path, partial: Path, check: bool = True):
     try:
-        done = run_tied(command, cwd=root, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        done = run_tied(command, cwd=root, capture_output=True, text=True, timeout=COMPILE_TIMEOUT, scratch_in=root)
     except subprocess.TimeoutExpired:
         raise EdgekitError(f"compiling {root} took more than {COMPILE_TIMEOUT} s; stopped") from None
     log.write(" ".join(command) + "\n" + done.stdout + done.stderr)

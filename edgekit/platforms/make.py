@@ -241,7 +241,8 @@ def compile_project(project_dir, board) -> CompileResult:
                "-o", str(partial.relative_to(project_dir))]
     log_path = build_dir / "compile.log"
     try:
-        result = run_tied(command, cwd=project_dir, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        result = run_tied(command, cwd=project_dir, capture_output=True, text=True, timeout=COMPILE_TIMEOUT,
+                          scratch_in=build_dir)
     except subprocess.TimeoutExpired:
         raise EdgekitError(f"compiling {project_dir} took more than {COMPILE_TIMEOUT} s; stopped") from None
     log = result.stdout + result.stderr

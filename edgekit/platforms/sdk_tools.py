@@ -37,7 +37,8 @@ def run_logged(commands: list[list[str]], cwd: Path, log_path: Path, what: str) 
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
             try:
-                result = run_tied(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT)
+                result = run_tied(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT,
+                                  scratch_in=cwd)
             except subprocess.TimeoutExpired:
                 raise EdgekitError(f"{what} took more than {BUILD_TIMEOUT} s; stopped (log: {log_path})") from None
             if result.returncode != 0:
