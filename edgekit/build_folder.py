@@ -160,3 +160,21 @@ def elf_sections(path) -> list[dict]:
                     if section["sh_flags"] & 0x2 and section["sh_size"]]  # SHF_ALLOC
         except (ELFError, ValueError, OSError) as error:
             raise EdgekitError(f"{path} is a damaged ELF ({error}); expected the firmware the build wrote") from None
+
+
+def code_and_rodata_bytes(path) -> dict:
+    """{"code_bytes", "rodata_bytes"} of an ELF: its executable sections, and its read-only data (.rodata*
+    sections: the model's weights are there). None each when the file is not an ELF."""
+    from elftools.common.exceptions import ELFError
+
+    with open(path, "rb") as f:
+        elf = _open_elf(f)
+        if elf is None:
+            return {"code_bytes": None, "rodata_bytes": None}
+        try:
+            sections = [s for s in elf.iter_sections() if s["sh_flags"] & 0x2 and s["sh_size"]]  # SHF_ALLOC
+            code = sum(s["sh_size"] for s in sections if s["sh_flags"] & 0x4)  # SHF_EXECINSTR
+            rodata = sum(s["sh_size"] for s in sections if s.name.startswith(".rodata") and not s["sh_flags"] & 0x4)
+        except (ELFError, ValueError, OSError) as error:
+            raise EdgekitError(f"{path} is a damaged ELF ({error}); expected the firmware the build wrote") from None
+    return {"code_bytes": code, "rodata_bytes": rodata}

@@ -23,6 +23,7 @@ COMMANDS = {
     "build": ("build", "Run the whole pipeline and generate a C project for a board."),
     "flash": ("flash", "Put a built project on its board (or start it in the emulator)."),
     "profile": ("profile", "Measure latency, memory and output agreement on the device."),
+    "compare": ("compare", "Build and profile each backend on one board, side by side."),
 }
 
 

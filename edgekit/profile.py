@@ -38,11 +38,14 @@ HOST_CLOCK_MARGIN = 10  # device time over host time accepted (an emulator's vir
 
 
 def profile_build(build_dir, runs: int | None = None, data=None, port: str | None = None, runner: str | None = None,
-                  plot=None, seed: int = 0, progress=None, timeout: float | None = None) -> dict:
+                  plot=None, seed: int = 0, progress=None, timeout: float | None = None,
+                  keep_outputs: bool = False) -> dict:
     """Profile the build on its device and return the report (the --json document).
 
     `timeout`: seconds allowed for each inference of the first `infer` (instead of the estimate from the MACs and
-    the board's clock, see inference_budget); later ones get ten times the measured duration.
+    the board's clock, see inference_budget); later ones get ten times the measured duration. `keep_outputs`:
+    the report gets `outputs`, the raw output values of each input's last inference (edgekit.compare compares
+    backends with them).
     """
     from edgekit.fileio import MAX_MODEL_BYTES, read_input_file
     from edgekit.tflite_model import load_tflite
@@ -126,6 +129,9 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
     report = _report(build, info, memory, records, reference, labels, tout)
     report["deterministic"] = deterministic
     report["data"] = str(data) if data is not None else "random int8"
+    if keep_outputs:
+        last = {r["sample"]: r["output"] for r in records}
+        report["outputs"] = [last[sample].astype(int).tolist() for sample in sorted(last)]
     if plot:
         plot_layers(report, plot)
         report["plot"] = str(plot)
