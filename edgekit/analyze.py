@@ -107,10 +107,13 @@ def _is_parameter(graph: Graph, op, tensor: int) -> bool:
     return op.opcode in MAC_OPS or t.dtype not in ("int32", "int64")
 
 
-def layers(graph: Graph, plan=None) -> list[dict]:
-    """One row per operator: op, output shape, parameters, MACs, other ops, activation bytes."""
+def layers(graph: Graph, plan=None, keras_names=None) -> list[dict]:
+    """One row per operator: op, its Keras layer, output shape, parameters, MACs, other ops, activation bytes."""
+    from edgekit.layer_names import operator_layers
+
     plan = plan or plan_activations(graph)
     live = plan.live_bytes_per_operator()
+    names = operator_layers(graph, keras_names)
     rows = []
     for op in graph.operators:
         constant_inputs = [i for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)]
@@ -118,6 +121,7 @@ def layers(graph: Graph, plan=None) -> list[dict]:
         rows.append({
             "index": op.index,
             "op": op.display_name,
+            "layer": names[op.index],
             "output_shape": list(outputs[0].shape) if outputs else [],
             "params": sum(graph.tensors[i].size for i in constant_inputs),
             "weights_bytes": sum(graph.tensors[i].nbytes for i in constant_inputs),
@@ -326,8 +330,9 @@ def _suggestions(graph: Graph, report: dict, board, ram: dict, flash: dict) -> l
     return tips
 
 
-def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
-    """The full report (the same dict `edgekit analyze --json` prints). `board` is a Board or None."""
+def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -> dict:
+    """The full report (the same dict `edgekit analyze --json` prints). `board` is a Board or None; `keras_names`
+    the layer names of the Keras model the graph came from, when known (edgekit.layer_names)."""
     if backend not in BACKENDS:
         raise EdgekitError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
     notes = []
@@ -340,7 +345,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm") -> dict:
 
     check_structure(graph)
     plan = plan_activations(graph)
-    rows = layers(graph, plan)
+    rows = layers(graph, plan, keras_names)
     constants = [t for t in graph.tensors if t.is_constant]
     weights_bytes = sum(t.nbytes for t in constants)
     parameter_tensors = {i for op in graph.operators for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)}

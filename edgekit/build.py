@@ -47,8 +47,9 @@ def _load_recipe(path):
     return load_recipe(path)
 
 
-def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advance):
-    """The graph of the int8 model: read as is, or optimized and quantized from a Keras model."""
+def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advance, source: dict):
+    """The graph of the int8 model: read as is, or optimized and quantized from a Keras model. `source` gets what
+    the build folder keeps of where it came from: the float .tflite ("float_bytes") and the Keras layer names."""
     from edgekit.tflite_model import load_tflite, parse_tflite, require_int8
 
     from edgekit.models import model_kind
@@ -64,7 +65,7 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
                 advance("analyze")
                 return graph, None
             if data is not None:  # a float .tflite: quantized below from its path (ai-edge-quantizer)
-                return _quantize_stage(model_path, model_path, data, recipe, stages, advance), None
+                return _quantize_stage(model_path, model_path, data, recipe, stages, advance, source), None
         require_int8(graph)
         stages.append({"stage": "quantize", "skipped": "the model is already a .tflite"})
         advance("analyze")
@@ -92,10 +93,10 @@ def _int8_model(model_path: Path, data, recipe, quiet: bool, stages: list, advan
                        "before": _without_bytes(optimize_report["before"]),
                        "after": _without_bytes(optimize_report["after"]),
                        "steps": [step["technique"] for step in optimize_report["steps"]]})
-    return _quantize_stage(model_path, loaded, dataset, recipe, stages, advance), optimize_report
+    return _quantize_stage(model_path, loaded, dataset, recipe, stages, advance, source), optimize_report
 
 
-def _quantize_stage(model_path: Path, model, data, recipe, stages: list, advance):
+def _quantize_stage(model_path: Path, model, data, recipe, stages: list, advance, source: dict):
     """Quantize a Keras model (or a float .tflite, given by its path) to the fully int8 graph."""
     from edgekit.quantize import quantize
     from edgekit.tflite_model import parse_tflite, require_int8
@@ -106,6 +107,7 @@ def _quantize_stage(model_path: Path, model, data, recipe, stages: list, advance
     options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}
     kwargs = {k: options[k] for k in ("calibration_samples", "eval_samples") if k in options}
     result = quantize(model, dataset, quiet=True, **kwargs)
+    source.update(float_bytes=result.float_bytes, keras_names=result.keras_names, quantize_report=result.report)
     stages.append({"stage": "quantize", "seconds": round(time.monotonic() - started, 2),
                    "report": {k: v for k, v in result.report.items() if not isinstance(v, (list, dict))}})
     advance("analyze")
@@ -292,11 +294,12 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
             progress.advance(task)
 
     stages: list[dict] = []
-    graph, _ = _int8_model(model_path, data, recipe_obj, quiet, stages, advance)
+    source: dict = {}
+    graph, optimize_report = _int8_model(model_path, data, recipe_obj, quiet, stages, advance, source)
 
     _check_pair(graph, board, backend)
     started = time.monotonic()
-    report = analyze(graph, board, backend)
+    report = analyze(graph, board, backend, keras_names=source.get("keras_names"))
     require_tflm_loads(report)
     placement = check_fit(graph, board, backend, report)
     if backend == "tflm":
@@ -315,7 +318,11 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
         "arena_bytes": None, "sizes": None, "firmware": None, "runner": runner or board.default_runner,
         "input": _tensor(graph.input_tensors()[0]), "output": _tensor(graph.output_tensors()[0]),
         "macs": report.get("macs"), "project": None,
+        "layer_names": [row["layer"] for row in report["layers"]],
+        "device_layers": list(range(len(graph.operators))),  # TFLite Micro runs every operator; native: below
     }
+    if source.get("float_bytes"):
+        manifest["float_model"] = f"{safe_file_stem(graph.name)}_float.tflite"
     project = None
     compiled = None
     with replacing_output_dir(out, MANIFEST) as swap:
@@ -341,6 +348,9 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
                 manifest.update(build_hint=project.build_hint, expected_firmware=project.expected_firmware,
                                 **{f"expected_{key}": value for key, value in project.extra.items()})
         (staging / model_file).write_bytes(graph.model_bytes)
+        if manifest.get("float_model"):  # the baseline of `profile --validate-layers` against the float model
+            (staging / manifest["float_model"]).write_bytes(source["float_bytes"])
+        _write_report_data(staging, report, source, optimize_report, stages)
         stages.append({"stage": "generate", "seconds": round(time.monotonic() - started, 2), "folder": str(out)})
         advance("compile")
 
@@ -374,6 +384,28 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
         result["profile"] = profile_build(out, runs=runs, data=data, port=port)
         advance("done")
     return result
+
+
+REPORT_DATA = "edgekit-report.json"
+
+
+def _write_report_data(folder: Path, analysis: dict, source: dict, optimize_report, stages: list) -> None:
+    """What `edgekit report` shows beyond the manifest and the device: the analysis (fit, memory plan, per-layer
+    MACs), the quantize report (accuracy, per-layer error) and the optimize steps."""
+    from edgekit.build_folder import json_safe
+    from edgekit.fileio import atomic_write_bytes
+
+    data = {"analysis": analysis, "quantize": source.get("quantize_report"),
+            "optimize": _optimize_for_report(optimize_report), "stages": stages}
+    atomic_write_bytes(folder / REPORT_DATA, (json.dumps(json_safe(data), indent=1) + "\n").encode("utf-8"))
+
+
+def _optimize_for_report(report) -> dict | None:
+    if not report:
+        return None
+    return {"before": _without_bytes(report["before"]), "after": _without_bytes(report["after"]),
+            "steps": [{k: (_without_bytes(v) if k in ("before", "after") and isinstance(v, dict) else v)
+                       for k, v in step.items()} for step in report["steps"]]}
 
 
 def _builds_tflm_app(board) -> bool:

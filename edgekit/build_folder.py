@@ -46,6 +46,30 @@ class Build:
         return (self.dir / name) if name else None
 
     @property
+    def float_model_path(self) -> Path | None:
+        """The float .tflite the int8 model was quantized from (kept when the build started from Keras or float)."""
+        name = self.manifest.get("float_model")
+        return (self.dir / name) if name else None
+
+    def layer_names(self) -> list:
+        """The Keras layer of each operator (None where unknown): recorded by the build, else read from the
+        converter's tensor names."""
+        names = self.manifest.get("layer_names")
+        if isinstance(names, list) and all(n is None or isinstance(n, str) for n in names):
+            return names
+        from edgekit.layer_names import operator_layers
+        from edgekit.tflite_model import load_tflite
+
+        return operator_layers(load_tflite(self.model_path))
+
+    def device_operators(self, count: int) -> list[int]:
+        """The graph operator of each of the device's `count` layers (native: views run none; TFLite Micro: all)."""
+        recorded = self.manifest.get("device_layers")
+        if isinstance(recorded, list) and len(recorded) == count and all(isinstance(i, int) for i in recorded):
+            return recorded
+        return list(range(count))
+
+    @property
     def sizes(self) -> dict:
         return self.manifest.get("sizes") or {}
 
@@ -55,8 +79,9 @@ class Build:
 MANIFEST_TYPES = {"board": str, "backend": str, "model": str, "model_sha256": str, "model_name": str,
                   "firmware": str, "expected_firmware": str, "runner": str, "project": str, "build_hint": str,
                   "expected_flasher_args": str, "input": dict, "output": dict, "sizes": dict, "ops": list,
-                  "flash_images": list, "macs": int, "num_layers": int, "arena_bytes": int}
-MANIFEST_PATHS = ("model", "firmware", "expected_firmware", "expected_flasher_args")
+                  "flash_images": list, "macs": int, "num_layers": int, "arena_bytes": int,
+                  "layer_names": list, "device_layers": list, "float_model": str}
+MANIFEST_PATHS = ("model", "firmware", "expected_firmware", "expected_flasher_args", "float_model")
 
 
 def load_build(build_dir) -> Build:
@@ -178,3 +203,22 @@ def code_and_rodata_bytes(path) -> dict:
         except (ELFError, ValueError, OSError) as error:
             raise EdgekitError(f"{path} is a damaged ELF ({error}); expected the firmware the build wrote") from None
     return {"code_bytes": code, "rodata_bytes": rodata}
+
+
+def json_safe(value):
+    """A report made JSON-safe: numpy values as Python ones, NaN and infinities as None, bytes dropped."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items() if not isinstance(v, (bytes, bytearray))}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

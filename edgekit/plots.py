@@ -108,8 +108,9 @@ def draw_layer_bars(ax, labels: list[str], series: dict[str, list[float]], *, yl
         ax.bar(xs, values, width=width, label=name, bottom=bottom if stacked else None)
         if stacked:
             bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_xticks(range(n))
-    ax.set_xticklabels(labels, rotation=90, fontsize=7 if n <= 40 else 5)
+    step = max(1, -(-n // 60))  # at most 60 labels along the axis: every step-th layer past that
+    ax.set_xticks(range(0, n, step))
+    ax.set_xticklabels([_short_label(t, 28) for t in labels[::step]], rotation=90, fontsize=7 if n <= 40 else 6)
     ax.set_xlim(-0.8, n - 0.2)
     highest = max((max(v, default=0) for v in series.values()), default=0) if not stacked else max(bottom, default=0)
     if log:
@@ -129,14 +130,16 @@ def analysis_figure(report: dict, path) -> Path:
     plt = pyplot()
     layers = report["layers"]
     n = len(layers)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(max(8.0, min(0.32 * n + 3, 24.0)), 9),
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(max(8.0, min(0.32 * n + 3, 14.0)), 9),
                                          gridspec_kw={"height_ratios": [3, 2]})
     plan = report["memory_plan"]
     draw_memory_plan(top, plan["buffers"], n, plan["peak_bytes"],
                      title=f"{report['model']}: activation memory plan (TFLite Micro arena "
                            f"{_kib(report['tflm_arena_bytes']) if report['tflm_arena_bytes'] else 'n/a'})")
-    top.set_xticks(range(-1, n + 1) if n <= 40 else range(-1, n + 1, 5))
-    draw_layer_bars(bottom, [f"{r['index']} {r['op']}" for r in layers],
+    top.set_xticks(range(-1, n + 1) if n <= 40 else range(0, n + 1, 5 if n <= 120 else 10))
+    from edgekit.layer_names import label
+
+    draw_layer_bars(bottom, [label(r["index"], r["op"], r.get("layer")) for r in layers],
                     {"MACs": [r["macs"] for r in layers], "other ops": [r["other_ops"] for r in layers]},
                     ylabel="operations (log scale)", log=True, stacked=True,
                     title=f"per-layer work: {report['macs']:,} MACs, {report['other_ops']:,} other ops")
@@ -150,3 +153,51 @@ def analysis_figure(report: dict, path) -> Path:
                         ha="left", fontsize=11, color="darkgreen" if report["fits"] else "crimson")
     figure.tight_layout()
     return save(figure, path)
+
+
+LAYERS_PER_COLUMN = 40  # horizontal bars per column: names stay legible at 100+ layers
+MAX_COLUMNS = 4  # beyond 160 layers, consecutive layers are grouped into one bar each
+
+
+def group_layers(labels: list[str], values: list[float], limit: int = LAYERS_PER_COLUMN * MAX_COLUMNS):
+    """At most `limit` bars: consecutive layers summed into groups named 'first .. last (n layers)' when there
+    are more."""
+    if len(labels) <= limit:
+        return list(labels), list(values)
+    size = -(-len(labels) // limit)
+    grouped_labels, grouped_values = [], []
+    for start in range(0, len(labels), size):
+        chunk = labels[start:start + size]
+        grouped_labels.append(chunk[0] if len(chunk) == 1 else f"{chunk[0]} .. {chunk[-1].split(' ')[0]} "
+                                                               f"({len(chunk)} layers)")
+        grouped_values.append(float(sum(values[start:start + size])))
+    return grouped_labels, grouped_values
+
+
+def layer_chart(labels: list[str], values: list[float], path, *, xlabel: str, title: str) -> Path:
+    """Per-layer horizontal bars, in columns of LAYERS_PER_COLUMN layers (read down, then right), so a model of
+    100+ layers is a picture of a few columns, not a 2,800-pixel strip."""
+    plt = pyplot()
+    labels, values = group_layers(labels, values)
+    n = len(labels)
+    columns = max(1, -(-n // LAYERS_PER_COLUMN))
+    rows = min(n, LAYERS_PER_COLUMN) or 1
+    figure, axes = plt.subplots(1, columns, figsize=(4.6 * columns + 0.6, 0.2 * rows + 1.6), squeeze=False,
+                                sharex=True)
+    highest = max((abs(v) for v in values), default=1) or 1
+    for c, ax in enumerate(axes[0]):
+        part = range(c * LAYERS_PER_COLUMN, min(n, (c + 1) * LAYERS_PER_COLUMN))
+        ax.barh([i - part.start for i in part], [values[i] for i in part], color="#3b75af")
+        ax.set_yticks([i - part.start for i in part], [_short_label(labels[i]) for i in part], fontsize=7)
+        ax.set_ylim(rows - 0.4, -0.6)
+        ax.set_xlim(min(0, min(values, default=0)) * 1.05, highest * 1.05)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    figure.suptitle(title, x=0.01, ha="left", fontsize=10)
+    figure.tight_layout()
+    return save(figure, path)
+
+
+def _short_label(text: str, width: int = 42) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."

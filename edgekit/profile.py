@@ -289,7 +289,20 @@ def _report(build, info, memory, records, reference, labels, tout) -> dict:
     report["layers"] = _layers(records, tps, board.emulated)
     if untimed:
         report["layers"] = [{**row, "ticks": None, "us": None} for row in report["layers"]]
+    _name_device_layers(build, report["layers"])
     return report
+
+
+def _name_device_layers(build, rows: list[dict]) -> None:
+    """Each device layer gets its graph operator and Keras layer (the manifest's maps; views run no layer)."""
+    if not rows:
+        return
+    operators = build.device_operators(len(rows))
+    names = build.layer_names()
+    for row in rows:
+        operator = operators[row["index"]] if row["index"] < len(operators) else row["index"]
+        row["operator"] = operator
+        row["layer"] = names[operator] if operator < len(names) else None
 
 
 def _flash_bytes(build) -> int | None:
@@ -370,12 +383,9 @@ def _layers(records, tps, emulated) -> list[dict]:
 
 
 def plot_layers(report: dict, path) -> None:
-    """A bar chart of the per-layer median time (instructions on emulated boards), as a PNG."""
-    import io
-
-    from matplotlib.figure import Figure  # not pyplot: no GUI backend, and a faster import
-
-    from edgekit.fileio import atomic_write_bytes
+    """Bars of the per-layer median time (instructions on emulated boards), named by Keras layer."""
+    from edgekit.layer_names import label
+    from edgekit.plots import layer_chart
 
     layers = report.get("layers") or []
     if not layers:
@@ -384,18 +394,8 @@ def plot_layers(report: dict, path) -> None:
         raise EdgekitError(f"{report.get('board')} gives no latency ({report.get('latency_kind')}); nothing to plot")
     emulated = report.get("emulated")
     values = [row["instructions"] / 1e3 if emulated else row["us"] for row in layers]
-    names = [f"{row['index']} {row['op']}" for row in layers]
-    fig = Figure(figsize=(max(6, 0.35 * len(layers) + 2), 4.5))
-    ax = fig.subplots()
-    ax.bar(range(len(values)), values, color="#3b75af")
-    ax.set_xticks(range(len(values)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("thousand instructions (QEMU, emulated)" if emulated else "microseconds")
-    total = sum(values)
     unit = "k instructions" if emulated else "us"
-    ax.set_title(f"{report.get('model')} on {report.get('board')} ({report.get('backend')})\n"
-                 f"per-layer time, median of {report.get('runs')} runs: total {total:,.0f} {unit}", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(path, buffer.getvalue())
+    layer_chart([label(row["index"], row["op"], row.get("layer")) for row in layers], values, path,
+                xlabel="thousand instructions (QEMU, emulated)" if emulated else "microseconds",
+                title=f"{report.get('model')} on {report.get('board')} ({report.get('backend')}): per-layer time, "
+                      f"median of {report.get('runs')} runs, total {sum(values):,.0f} {unit}")

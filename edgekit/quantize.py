@@ -34,6 +34,8 @@ MAX_ABS_CALIBRATION_VALUE = 1e18
 class QuantizeResult:
     tflite_bytes: bytes
     report: dict
+    float_bytes: bytes | None = None  # the float .tflite it was quantized from (per-layer validation's baseline)
+    keras_names: list | None = None  # the Keras model's layer names (tables name operators after them)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,9 +211,25 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
         # local: each int8 op vs its float twin fed the same inputs (TF's QuantizationDebugger);
         # cumulative: each int8 tensor vs the same-named tensor of the float model run end to end
         "layer_error": None if layers is None else ("cumulative" if loaded.framework == "tflite" else "local"),
-        "worst_layers": _worst(layers),
     })
-    return QuantizeResult(int8_bytes, report)
+    keras_names = None
+    if loaded.framework != "tflite":
+        from edgekit.layer_names import keras_layer_names
+
+        keras_names = keras_layer_names(loaded.model)
+    _name_layers(layers, graph, keras_names)
+    report["worst_layers"] = _worst(layers)
+    return QuantizeResult(int8_bytes, report, float_bytes, keras_names)
+
+
+def _name_layers(layers, graph, keras_names) -> None:
+    """Each per-layer row gets the Keras layer its tensor belongs to (edgekit.layer_names)."""
+    if not layers:
+        return
+    from edgekit.layer_names import keras_layer_of
+
+    for row in layers:
+        row["layer"] = keras_layer_of(row.get("tensor") or "", keras_names, row.get("op"))
 
 
 def _loaded(model_or_path):
@@ -314,7 +332,7 @@ def _worst(layers, count: int = 5):
     if not layers:
         return None
     ranked = sorted((l for l in layers if l.get("sqnr_db") is not None), key=lambda l: l["sqnr_db"])
-    return [{"index": l["index"], "op": l["op"], "tensor": l["tensor"], "sqnr_db": l["sqnr_db"]}
+    return [{"index": l["index"], "op": l["op"], "layer": l.get("layer"), "tensor": l["tensor"], "sqnr_db": l["sqnr_db"]}
             for l in ranked[:count]]
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,48 @@ def test_unknown_backend_is_a_clear_error(int8_model_path):
 
     with pytest.raises(EdgekitError, match="unknown backend 'cmsis'; expected one of: tflm, native"):
         analyze(load_tflite(int8_model_path("ad")), backend="cmsis")
+
+
+def test_fail_if_not_fits_exits_with_the_verdict_after_the_json(shared_models, tmp_path):
+    """CI's gate: the float ResNet (1.9 MB) does not fit the nRF52840's 1 MB of flash; the report is still the
+    one JSON document on stdout, the verdict one line on stderr and the exit status 3."""
+    large = shared_models / "image_classification" / "pretrainedResnet_large_float.tflite"
+    result = run_cli("analyze", large, "--board", "nrf52840dk", "--fail-if-not-fits", "--json",
+                     cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert report["fits"] is False and report["flash"]["fits"] is False
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {report['model']} does not fit nrf52840dk with the tflm backend (--fail-if-not-fits)")
+    # the bundled example fits: exit 0, and the flag alone (no --board) is a usage error
+    fits = run_cli("analyze", REPO_EXAMPLE, "--board", "nrf52840dk", "--fail-if-not-fits", cwd=tmp_path)
+    assert fits.returncode == 0 and "fits on nrf52840dk" in fits.stdout, fits.stderr
+    alone = run_cli("analyze", REPO_EXAMPLE, "--fail-if-not-fits", cwd=tmp_path)
+    assert alone.returncode == 2 and "--fail-if-not-fits needs --board" in alone.stderr
+
+
+REPO_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "digits_int8.tflite"
+
+
+def test_layers_carry_keras_names_from_the_converters_tensor_names():
+    """The bundled example's operators are named after the Keras model's layers (Keras 3's '_1' scope suffix
+    dropped when the layer names are known); the final SOFTMAX is the last Dense layer's activation."""
+    from edgekit.layer_names import operator_layers
+
+    graph = load_tflite(REPO_EXAMPLE)
+    keras_names = ["conv2d_3", "conv2d_4", "max_pooling2d_1", "conv2d_5", "flatten_1", "dense_2", "dense_3"]
+    assert operator_layers(graph, keras_names) == ["conv2d_3", "conv2d_4", "max_pooling2d_1", "conv2d_5",
+                                                   "flatten_1", "dense_2", "dense_3", "dense_3"]
+    rows = analyze(graph)["layers"]
+    assert [r["layer"] for r in rows][:2] == ["conv2d_3_1", "conv2d_4_1"]  # without them: the scope as it is
+
+
+def test_keras_names_of_mlperf_vww_pick_the_layer_doing_the_work(int8_model_path):
+    """A fused CONV_2D's tensor name lists its activation, batch norm and (shared constants) other layers: the
+    layer named is the convolution's."""
+    from edgekit.layer_names import operator_layers
+
+    graph = load_tflite(int8_model_path("vww"))
+    names = operator_layers(graph)
+    assert names[:4] == ["conv2d", "depthwise_conv2d", "conv2d_1", "depthwise_conv2d_1"]
+    assert names[-4:] == ["average_pooling2d", "flatten", "dense", "dense"]

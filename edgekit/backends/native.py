@@ -30,7 +30,9 @@ class NativeBackend(Backend):
         needs = BuildNeeds(sources=[f for f in files if f.endswith(".c")],
                            headers=[f for f in files if f.endswith(".h")], defines=["EK_PROFILE_LAYERS"])
         model.context = _context(graph, model)
-        return BackendOutput(self.name, files, needs, model.arena_bytes, {}, model)
+        # which graph operator each device layer runs (views run none): per-layer tables map ek-layers back
+        return BackendOutput(self.name, files, needs, model.arena_bytes, {"device_layers": model.layer_operators},
+                             model)
 
 
 def _context(graph, model) -> dict:

@@ -45,6 +45,7 @@ class NativeModel:
     weight_bytes: int = 0  # constant data in flash (weights, biases, multipliers, shifts)
     input_preserved: bool = False  # the input buffer survives ek_model_invoke (else it is reused, as in TFLM)
     plan: MemoryPlan | None = field(default=None, repr=False)
+    layer_operators: list[int] = field(default_factory=list)  # the graph operator of each layer (views run none)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,6 +221,8 @@ class _Layer:
     index: int
     name: str  # the operator's name, as ek_model_layer_name returns it
     comment: str
+    operator: int = -1  # the graph operator this layer runs
+    output: int = -1  # its output tensor (in the arena unless it is the graph's constant)
     arrays: list[dict] = field(default_factory=list)  # {ctype, name, body, count}
     struct: str | None = None
     fields: list[tuple[str, str]] = field(default_factory=list)
@@ -272,7 +275,8 @@ class _Lowering:
         out_name = t[op.outputs[0]].name.split(";")[0]  # converters join every fused layer's name with ';'
         out_name = out_name if len(out_name) <= 60 else out_name[:57] + "..."
         comment = f"{op.opcode} -> {out_name} {list(t[op.outputs[0]].shape)}"
-        layer = _Layer(index=index, name=op.opcode, comment=c_comment(comment))
+        layer = _Layer(index=index, name=op.opcode, comment=c_comment(comment), operator=op.index,
+                       output=op.outputs[0])
         method = getattr(self, "_" + op.opcode.lower())
         method(op, layer)
         return layer
@@ -591,4 +595,5 @@ def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
         atomic_write_bytes(out_dir / f, data)
     files = list(contents)
     return NativeModel(files=[out_dir / f for f in files], arena_bytes=arena_bytes, layers=[l.name for l in layers],
-                       weight_bytes=lowering.weight_bytes, input_preserved=preserve_input, plan=plan)
+                       weight_bytes=lowering.weight_bytes, input_preserved=preserve_input, plan=plan,
+                       layer_operators=[l.operator for l in layers])

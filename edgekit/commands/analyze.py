@@ -5,6 +5,9 @@ import click
 from edgekit.console import fmt, info, json_option, print_json, stdout_console, table
 
 
+NOT_FITS_EXIT = 3  # `--fail-if-not-fits`: the analysis ran and its verdict is "does not fit"
+
+
 def _kib(n) -> str:
     return "-" if n is None else f"{n / 1024:,.1f} KiB"
 
@@ -14,10 +17,10 @@ def _show(report: dict) -> None:
     head = f"[bold]{report['model']}[/bold]  {'int8' if report['int8'] else 'NOT fully int8'}  " \
            f"ops: {', '.join(report['ops'])}"
     console.print(head, highlight=False)
-    rows = [[r["index"], r["op"], "x".join(str(d) for d in r["output_shape"]), r["params"], r["macs"],
+    rows = [[r["index"], r.get("layer") or "-", r["op"], "x".join(str(d) for d in r["output_shape"]), r["params"], r["macs"],
              r["other_ops"], r["activation_bytes"], r["live_bytes"]] for r in report["layers"]]
-    console.print(table("Layers", ["#", "op", "output", "params", "MACs", "other ops", "output bytes",
-                                   "live bytes"], rows, right_align_from=2))
+    console.print(table("Layers", ["#", "Keras layer", "op", "output", "params", "MACs", "other ops", "output bytes",
+                                   "live bytes"], rows, right_align_from=3))
     arena = report["tflm_arena"]
     totals = [
         ["MACs", fmt(report["macs"]), "conv, depthwise, fully connected, matmul"],
@@ -64,12 +67,19 @@ def _show(report: dict) -> None:
               help="Runtime whose RAM and flash are estimated.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=str), metavar="FILE.png",
               help="Also draw the memory plan and per-layer MACs to this picture.")
+@click.option("--fail-if-not-fits", is_flag=True,
+              help=f"With --board: exit with status {NOT_FITS_EXIT} when the model does not fit (the report, "
+                   "--json included, is printed first).")
 @json_option
-def command(model, board_name, backend, plot_path, as_json):
+def command(model, board_name, backend, plot_path, fail_if_not_fits, as_json):
     """MACs, parameters, RAM (activation plan and TFLite Micro arena) and flash of a .tflite model.
 
     With --board, say whether it fits, by how much, and what would help when it does not.
     """
+    from edgekit.errors import UsageError
+
+    if fail_if_not_fits and not board_name:
+        raise UsageError("--fail-if-not-fits needs --board NAME (the board to check the fit against)")
     from edgekit.analyze import analyze
     from edgekit.boards import load_board
     from edgekit.tflite_model import load_tflite
@@ -87,7 +97,13 @@ def command(model, board_name, backend, plot_path, as_json):
         report["plot"] = str(analysis_figure(report, plot_path))
     if as_json:
         print_json(report)
-        return
-    _show(report)
-    if plot_path:
-        info(f"wrote {plot_path}")
+    else:
+        _show(report)
+        if plot_path:
+            info(f"wrote {plot_path}")
+    if fail_if_not_fits and not report["fits"]:
+        # the verdict, not an error: the report above is complete (and is the one JSON document on stdout)
+        click.echo(f"error: {report['model']} does not fit {report['board']['name']} with the {report['backend']} "
+                   f"backend (--fail-if-not-fits)", err=True)
+        return NOT_FITS_EXIT
+    return None

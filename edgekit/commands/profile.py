@@ -70,15 +70,15 @@ def print_report(report: dict) -> None:
     layers = report.get("layers") or []
     if layers and lat:
         total = sum(row["ticks"] for row in layers) or 1
-        columns = ["#", "op", "µs" + (" (emulated)" if report["emulated"] else ""), "share"]
+        columns = ["#", "Keras layer", "op", "µs" + (" (emulated)" if report["emulated"] else ""), "share"]
         rows = []
         for row in layers:
-            cells = [row["index"], row["op"], row["us"], f"{row['ticks'] / total:.1%}"]
+            cells = [row["index"], row.get("layer") or "-", row["op"], row["us"], f"{row['ticks'] / total:.1%}"]
             if report["emulated"]:
                 cells.append(row["instructions"])
             rows.append(cells)
         if report["emulated"]:
             columns.append("instructions")
-        console.print(table("Layers (median)", columns, rows, right_align_from=2))
+        console.print(table("Layers (median)", columns, rows, right_align_from=3))
     if report.get("plot"):
         console.print(f"per-layer chart written to {fmt(report['plot'])}", highlight=False)

@@ -84,9 +84,10 @@ def _print_report(r: dict) -> None:
                  f"({r['calibration_samples']} used for calibration)")
     console.print(table(title, ["", "float", "int8"], rows))
     if r["worst_layers"]:
-        rows = [[l["index"], l["op"], _short(l["tensor"]), l["sqnr_db"]] for l in r["worst_layers"]]
+        rows = [[l["index"], l.get("layer") or "-", l["op"], _short(l["tensor"], 50), l["sqnr_db"]]
+                for l in r["worst_layers"]]
         console.print(table("Layers with the largest quantization error (lowest SQNR)",
-                            ["#", "op", "output tensor", "SQNR dB"], rows, right_align_from=3))
+                            ["#", "Keras layer", "op", "output tensor", "SQNR dB"], rows, right_align_from=4))
 
 
 def _short(name: str, width: int = 70) -> str:
@@ -95,25 +96,13 @@ def _short(name: str, width: int = 70) -> str:
 
 
 def plot_layers(report: dict, path: Path) -> None:
-    """A bar chart of SQNR per layer (higher is better), written atomically."""
-    import io
-
+    """Bars of SQNR per layer (higher is better), named by Keras layer, in columns of at most 40 layers."""
     from edgekit.errors import EdgekitError
-    from edgekit.fileio import atomic_write_bytes
+    from edgekit.layer_names import label
+    from edgekit.plots import layer_chart
 
     layers = [l for l in report.get("layers") or [] if l["sqnr_db"] is not None]
     if not layers:
         raise EdgekitError("no per-layer statistics to plot for this model")
-    from edgekit.plots import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers)), 4))
-    ax.bar(range(len(layers)), [l["sqnr_db"] for l in layers], color="tab:blue")
-    ax.set_xticks(range(len(layers)), [f"{l['index']} {l['op']}" for l in layers], rotation=70, fontsize=7)
-    ax.set_ylabel("SQNR (dB, higher is better)")
-    ax.set_title(f"{report['model']}: per-layer int8 error")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    layer_chart([label(l["index"], l["op"], l.get("layer")) for l in layers], [l["sqnr_db"] for l in layers],
+                path, xlabel="SQNR (dB, higher is better)", title=f"{report['model']}: per-layer int8 error")
