@@ -227,8 +227,11 @@ def _check_runner(runner: str | None, board) -> None:
 def build(model, board_name: str | None = None, out_dir=None, *, backend: str | None = None, data=None,
           recipe=None, arena_bytes: int | None = None, compile: bool = True, flash: bool = False,
           profile: bool = False, runs: int | None = None, port: str | None = None, quiet: bool = False,
-          progress=None, tflm_dir=None, tflm_kernels: str | None = None) -> dict:
+          progress=None, tflm_dir=None, tflm_kernels: str | None = None, variant: str | None = None) -> dict:
     """Run the pipeline; returns the report (the --json document). `progress` is a console.progress() bar.
+
+    A board with a [mobile] table (phones, Linux boards) given a float model also gets the LiteRT variants,
+    measured, one chosen (or `variant`), and its LiteRT projects (edgekit.variants, edgekit.codegen.litert).
 
     The output folder is locked for the whole run, and replaced only when the new one is complete (see
     edgekit.fileio.FolderSwap): a failure or an interrupt at any point leaves the previous build as it was."""
@@ -247,6 +250,7 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
     if not board_name:
         raise UsageError("no board given; pass --board NAME (see `edgekit boards`)")
     board = load_board(str(board_name))
+    _check_variant_option(variant, board)
     backend = backend or default_backend(board)
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}'; expected one of: {', '.join(BACKENDS)}")
@@ -271,14 +275,15 @@ def build(model, board_name: str | None = None, out_dir=None, *, backend: str | 
     with output_lock(out):
         result = _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes, arena_margin,
                                settings.get("runner"), compile, quiet, progress, flash, profile, runs, port,
-                               tflm_tree=tflm_tree, tflm_dir=tflm_dir)
+                               tflm_tree=tflm_tree, tflm_dir=tflm_dir, variant=variant)
     if recipe_obj is not None:
         result["recipe"] = {"path": str(recipe_obj.path), "overridden_by_flags": overrides}
     return result
 
 
 def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes, arena_margin, runner, compile,
-                  quiet, progress, flash, profile, runs, port, tflm_tree=None, tflm_dir=None) -> dict:
+                  quiet, progress, flash, profile, runs, port, tflm_tree=None, tflm_dir=None,
+                  variant=None) -> dict:
     """The pipeline once the output folder is ours."""
     from edgekit.analyze import analyze, require_tflm_loads
     from edgekit.codegen.common import device_model_name, safe_file_stem
@@ -295,7 +300,15 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
 
     stages: list[dict] = []
     source: dict = {}
-    graph, optimize_report = _int8_model(model_path, data, recipe_obj, quiet, stages, advance, source)
+    optimize_report = None
+    if board.data.get("mobile") is not None and _float_source(model_path):
+        graph, mobile = _variants_stage(model_path, data, board, variant, recipe_obj, stages, advance, source)
+    else:
+        mobile = None
+        if variant not in (None, "int8"):
+            raise UsageError(f"--variant {variant} is made from a float model; {model_path.name} is already int8 "
+                             "(give the Keras model or the float .tflite)")
+        graph, optimize_report = _int8_model(model_path, data, recipe_obj, quiet, stages, advance, source)
 
     _check_pair(graph, board, backend)
     started = time.monotonic()
@@ -351,6 +364,8 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
         if manifest.get("float_model"):  # the baseline of `profile --validate-layers` against the float model
             (staging / manifest["float_model"]).write_bytes(source["float_bytes"])
         _write_report_data(staging, report, source, optimize_report, stages)
+        if board.data.get("mobile") is not None:
+            manifest["mobile"] = _write_mobile(staging, board, graph, mobile, out)
         stages.append({"stage": "generate", "seconds": round(time.monotonic() - started, 2), "folder": str(out)})
         advance("compile")
 
@@ -472,3 +487,102 @@ def _check_pair(graph, board, backend: str) -> None:
     verdict = check_pair(graph, board, backend)
     if not verdict:
         raise UsageError(refusal(graph, board, backend, verdict.reason))
+
+
+# -- phones and Linux boards: LiteRT variants and projects ---------------------------------------------------
+
+
+def _check_variant_option(variant, board) -> None:
+    from edgekit.variants import check_variant
+
+    check_variant(variant)
+    if variant is not None and board.data.get("mobile") is None:
+        from edgekit.boards import all_boards
+
+        mobile = [b.name for b in all_boards().values() if b.data.get("mobile") is not None]
+        raise UsageError(f"--variant chooses among LiteRT variants, made for boards with a [mobile] table "
+                         f"({', '.join(mobile)}); {board.name} runs the int8 model")
+
+
+def _float_source(model_path: Path) -> bool:
+    """A model the variants are made from: Keras/SavedModel, or a .tflite with float activations."""
+    from edgekit.models import model_kind
+
+    if model_kind(model_path) != "tflite":
+        return True
+    from edgekit.tflite_model import load_tflite
+
+    graph = load_tflite(model_path)
+    from edgekit.quantize import float_io_boundary
+
+    return not graph.is_fully_int8 and float_io_boundary(graph) is None and not any(
+        t.dtype == "int8" for t in graph.tensors if t.data is not None)
+
+
+def _variants_stage(model_path, data, board, variant, recipe, stages, advance, source: dict):
+    """Every LiteRT variant, measured; the int8 one is the graph the native backend builds."""
+    from edgekit.tflite_model import parse_tflite
+    from edgekit.variants import choose, make_all
+
+    if recipe is not None and recipe.optimize:
+        raise UsageError(f"{board.name} builds the LiteRT variants of the model as given; run the recipe's "
+                         "[[optimize]] steps with edgekit optimize first, then build the optimized model")
+    options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}
+    started = time.monotonic()
+    made, source, not_made = make_all(model_path, data, quiet=True, **{
+        k: options[k] for k in ("calibration_samples", "eval_samples") if k in options})
+    int8 = next((v for v in made if v.name == "int8"), None)
+    if int8 is None:
+        raise EdgekitError(f"the int8 variant of {model_path.name} could not be made: "
+                           f"{next((n for n in not_made if n.startswith('int8:')), 'unknown reason')}")
+    chosen, rule = choose(made, board, variant)
+    quantized = int8.quantize_result  # edgekit quantize's own result: what `edgekit report` and profile read
+    source.update(float_bytes=quantized.float_bytes, keras_names=quantized.keras_names,
+                  quantize_report=quantized.report)
+    name = model_path.stem if model_path.is_file() else model_path.name
+    stages.append({"stage": "variants", "seconds": round(time.monotonic() - started, 2), "chosen": chosen.name,
+                   "rule": rule, "inputs": source.inputs, "not_made": not_made,
+                   "host": _host_cpu(), "variants": [v.row() for v in made]})
+    advance("analyze")
+    return parse_tflite(int8.tflite_bytes, name=name), {"made": made, "chosen": chosen, "rule": rule,
+                                                         "not_made": not_made, "inputs": source.inputs}
+
+
+def _host_cpu() -> str:
+    """What the host latencies were measured on (they are this computer's, not the board's)."""
+    import os
+    import platform
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model or platform.machine()}, {os.cpu_count()} CPUs (this computer, not the board)"
+
+
+def _write_mobile(staging: Path, board, graph, mobile, out: Path) -> dict:
+    """variants/*.tflite and the board's LiteRT projects, around the chosen variant; the manifest's record."""
+    from edgekit.codegen.common import safe_file_stem
+    from edgekit.codegen.litert import write_projects
+    from edgekit.tflite_model import parse_tflite
+
+    stem = safe_file_stem(graph.name)
+    if mobile is None:  # an int8 model was given: it is the only variant
+        rule = "the model was given already int8: the only variant"
+        projects = write_projects(staging, board, graph, "int8", rule, str(out))
+        return {"chosen": "int8", "chosen_file": None, "rule": rule, "variants": [], "projects": projects}
+    files = {}
+    (staging / "variants").mkdir(exist_ok=True)
+    for variant in mobile["made"]:
+        files[variant.name] = f"variants/{stem}_{variant.name}.tflite"
+        (staging / files[variant.name]).write_bytes(variant.tflite_bytes)
+    chosen = mobile["chosen"]
+    chosen_graph = parse_tflite(chosen.tflite_bytes, name=graph.name)
+    projects = write_projects(staging, board, chosen_graph, chosen.name, mobile["rule"], str(out))
+    rows = [dict(v.row(), file=files[v.name]) for v in mobile["made"]]
+    return {"chosen": chosen.name, "chosen_file": files[chosen.name], "rule": mobile["rule"],
+            "inputs": mobile["inputs"], "variants": rows, "not_made": mobile["not_made"], "projects": projects}

@@ -15,7 +15,7 @@ from edgekit.errors import EdgekitError
 REPO = Path(__file__).resolve().parent.parent
 BOARD_FILES = sorted((REPO / "boards").glob("*.toml"))
 RUNNERS = {"qemu", "host", "esptool", "pyocd", "openocd", "uf2", "arduino-cli", "qemu-user", "ssh", "adb"}
-PROJECTS = {"esp-idf", "cmake-arm", "arduino", "pico-sdk", "qemu", "host", "linux"}
+PROJECTS = {"esp-idf", "cmake-arm", "arduino", "pico-sdk", "qemu", "host", "linux", "android"}
 KIB, MIB = 1024, 1024 * 1024
 
 

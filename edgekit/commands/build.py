@@ -22,11 +22,13 @@ from edgekit.console import fmt, info, json_option, print_json, progress, stdout
 @click.option("--port", help="Serial port of the board, for --flash/--profile on hardware.")
 @click.option("--tflm-dir", type=click.Path(file_okay=False),
               help="TFLite Micro tree made by create_tflm_tree.py (default: $TFLM_DIR), for --backend tflm.")
+@click.option("--variant", type=click.Choice(["fp32", "fp16", "dynamic", "int8", "int8-float-io"]),
+              help="Phones and Linux boards: the LiteRT variant to ship instead of the chosen one.")
 @click.option("--tflm-kernels", type=click.Choice(["reference", "cmsis-nn"]),
               help="The kernels the tree must carry (host and QEMU boards; default: the tree's).")
 @json_option
 def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_compile, do_flash, do_profile, runs,
-            port, tflm_dir, tflm_kernels, as_json):
+            port, tflm_dir, tflm_kernels, variant, as_json):
     """Build MODEL (.keras/.h5/SavedModel with --data, or an int8 .tflite) for a board.
 
     \b
@@ -41,7 +43,7 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
         result = build(model, board_name, out_dir, backend=backend, data=data, recipe=recipe,
                        arena_bytes=arena_bytes, compile=not no_compile, flash=do_flash, profile=do_profile,
                        runs=runs, port=port, quiet=as_json, progress=bar, tflm_dir=tflm_dir,
-                       tflm_kernels=tflm_kernels)
+                       tflm_kernels=tflm_kernels, variant=variant)
     if as_json:
         print_json(result)
         return
@@ -58,6 +60,8 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
         elif stage["stage"] == "analyze":
             detail = (f"RAM {fmt(analysis['ram']['needed_bytes'])} of {fmt(analysis['ram']['available_bytes'])} B, "
                       f"flash {fmt(analysis['flash']['needed_bytes'])} of {fmt(analysis['flash']['available_bytes'])} B")
+        elif stage["stage"] == "variants":
+            detail = f"{len(stage['variants'])} LiteRT variants measured; chosen: {stage['chosen']}"
         elif stage["stage"] == "generate":
             detail = f"{manifest['project']} project in {stage['folder']}"
         elif stage["stage"] == "compile" and stage.get("firmware"):
@@ -72,6 +76,13 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
         rows.append([stage["stage"], stage.get("seconds"), detail])
     console.print(table(f"edgekit build: {manifest['model_name']} on {manifest['board']} ({manifest['backend']})",
                         ["stage", "seconds", "result"], rows, right_align_from=1))
+    variants = next((stage for stage in result["stages"] if stage["stage"] == "variants"), None)
+    if variants:
+        print_variants(variants, console)
+    if manifest.get("mobile"):
+        mobile = manifest["mobile"]
+        console.print(f"LiteRT projects: {', '.join(f'{p}/' for p in mobile['projects'])} in {result['folder']} "
+                      f"(model: {mobile['chosen']})", highlight=False)
     arena = manifest.get("arena_bytes")
     console.print(f"operators: {', '.join(manifest['ops'])}; arena {fmt(arena)} bytes"
                   + (" (external RAM)" if manifest.get("arena_in_psram") else ""), highlight=False)
@@ -122,3 +133,30 @@ def _quantize_detail(report: dict) -> str:
     else:
         quality = f"top-1 agreement {_percent(report.get('top1_agreement'))}, cosine {fmt(report.get('cosine_similarity'))}"
     return f"{quality}; {fmt(report.get('float_bytes'))} -> {fmt(report.get('int8_bytes'))} bytes"
+
+
+def print_variants(stage: dict, console) -> None:
+    """The variant table: size, the metric against float, host latency (this computer's), accelerators."""
+    rows = []
+    for row in stage["variants"]:
+        metric = row["metric"]
+        latency = row["host_latency_ms"]
+        rows.append([("* " if row["variant"] == stage["chosen"] else "  ") + row["variant"], row["bytes"],
+                     f"{100 * row['value']:.2f}%", f"{0.0 - row['drop_points'] + 0.0:+.2f}", f"{row['cosine']:.6f}",
+                     f"{row['rmse']:.3g}", latency.get("1"), latency.get("2"), ", ".join(row["accelerators"])])
+    console.print(table(f"LiteRT variants ({metric} on {stage['inputs']}; * = chosen)",
+                        ["variant", "bytes", metric, "vs float (points)", "cosine", "RMSE", "host ms, 1 thread",
+                         "host ms, 2 threads", "suits"], rows, right_align_from=1))
+    console.print(f"host latency: LiteRT {_litert_version()} with XNNPACK on {stage['host']}", highlight=False)
+    console.print(f"rule: {stage['rule']}", highlight=False)
+    for line in stage.get("not_made") or []:
+        console.print(f"not made: {line}", highlight=False)
+
+
+def _litert_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ai-edge-litert")
+    except PackageNotFoundError:
+        return "?"

@@ -22,8 +22,11 @@ from edgekit.quantize import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_EVAL_SAMPLES
               help="Held-out samples used to compare float and int8.")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
               help="Also save a PNG of the per-layer quantization error.")
+@click.option("--variant", type=click.Choice(["fp16", "dynamic", "int8", "int8-float-io"]), default="int8",
+              show_default=True, help="int8 (fully int8, for microcontrollers, NPUs and DSPs) or a LiteRT variant "
+                                      "for phones and Linux boards: fp16, dynamic (int8 weights), int8-float-io.")
 @json_option
-def command(model, data, output, calibration_samples, eval_samples, plot, as_json):
+def command(model, data, output, calibration_samples, eval_samples, plot, variant, as_json):
     """Quantize MODEL (.keras, .h5, SavedModel folder or float .tflite) to a fully int8 .tflite.
 
     int8 weights per channel, int8 activations, int8 input and output, batch fixed to 1. The report compares the
@@ -34,8 +37,15 @@ def command(model, data, output, calibration_samples, eval_samples, plot, as_jso
     from edgekit.fileio import atomic_write_bytes, check_output_file
     from edgekit.quantize import quantize
 
-    output = output or Path(f"{model.stem if model.suffix else model.name}_int8.tflite")
+    suffix = variant.replace("-", "_")
+    output = output or Path(f"{model.stem if model.suffix else model.name}_{suffix}.tflite")
     check_output_file(output, inputs=(model, data))  # before minutes of work, not after
+    if variant != "int8":
+        if plot is not None:
+            from edgekit.errors import UsageError
+
+            raise UsageError(f"--plot shows the per-layer error of the int8 variant; drop it or --variant {variant}")
+        return _variant(model, data, output, variant, calibration_samples, eval_samples, as_json)
     if plot is not None:
         from edgekit.plots import check_path
 
@@ -106,3 +116,26 @@ def plot_layers(report: dict, path: Path) -> None:
         raise EdgekitError("no per-layer statistics to plot for this model")
     layer_chart([label(l["index"], l["op"], l.get("layer")) for l in layers], [l["sqnr_db"] for l in layers],
                 path, xlabel="SQNR (dB, higher is better)", title=f"{report['model']}: per-layer int8 error")
+
+
+def _variant(model, data, output, variant, calibration_samples, eval_samples, as_json) -> None:
+    """A LiteRT variant (edgekit.variants): made, compared with the float model, timed on this computer."""
+    from edgekit.fileio import atomic_write_bytes
+    from edgekit.variants import make_all
+
+    made, source, _ = make_all(model, data, names=(variant,), calibration_samples=calibration_samples,
+                               eval_samples=eval_samples, quiet=as_json)
+    row = dict(made[0].row(), model=source.loaded.name, output_path=str(output))
+    atomic_write_bytes(output, made[0].tflite_bytes)
+    if as_json:
+        print_json(row)
+        return
+    latency = row["host_latency_ms"]
+    rows = [["method", row["method"]], ["bytes", row["bytes"]],
+            [row["metric"], f"{100 * row['float_value']:.2f}% float -> {100 * row['value']:.2f}%"],
+            ["cosine similarity", f"{row['cosine']:.6f}"], ["RMSE", fmt(row["rmse"])],
+            ["host latency (LiteRT, XNNPACK)", f"{latency['1']} ms at 1 thread, {latency['2']} ms at 2 (this "
+                                               "computer's)"],
+            ["suits", ", ".join(row["accelerators"])]]
+    stdout_console().print(table(f"{row['model']}: {variant} vs float on {row['inputs']}", ["", "value"], rows))
+    info(f"wrote {output} ({row['bytes']:,} bytes)")

@@ -20,6 +20,7 @@ PLATFORMS = {
     "arduino": "edgekit.platforms.arduino:ArduinoPlatform",
     "pico-sdk": "edgekit.platforms.pico_sdk:PicoSdkPlatform",
     "linux": "edgekit.platforms.linux:LinuxPlatform",
+    "android": "edgekit.platforms.android:AndroidPlatform",
 }
 
 
