@@ -529,7 +529,7 @@ def _variants_stage(model_path, data, board, variant, recipe, stages, advance, s
                          "[[optimize]] steps with edgekit optimize first, then build the optimized model")
     options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}
     started = time.monotonic()
-    made, source, not_made = make_all(model_path, data, quiet=True, **{
+    made, measured_on, not_made = make_all(model_path, data, quiet=True, **{
         k: options[k] for k in ("calibration_samples", "eval_samples") if k in options})
     int8 = next((v for v in made if v.name == "int8"), None)
     if int8 is None:
@@ -541,11 +541,11 @@ def _variants_stage(model_path, data, board, variant, recipe, stages, advance, s
                   quantize_report=quantized.report)
     name = model_path.stem if model_path.is_file() else model_path.name
     stages.append({"stage": "variants", "seconds": round(time.monotonic() - started, 2), "chosen": chosen.name,
-                   "rule": rule, "inputs": source.inputs, "not_made": not_made,
+                   "rule": rule, "inputs": measured_on.inputs, "not_made": not_made,
                    "host": _host_cpu(), "variants": [v.row() for v in made]})
     advance("analyze")
     return parse_tflite(int8.tflite_bytes, name=name), {"made": made, "chosen": chosen, "rule": rule,
-                                                         "not_made": not_made, "inputs": source.inputs}
+                                                         "not_made": not_made, "inputs": measured_on.inputs}
 
 
 def _host_cpu() -> str:
