@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.report import REPORT_DATA  # what `edgekit report` reads beyond the manifest
 
 MANIFEST = "edgekit-build.json"
 BACKENDS = ("tflm", "native")
@@ -397,11 +398,13 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
         if not manifest.get("firmware"):
             raise EdgekitError("cannot profile: the project was not compiled")
         result["profile"] = profile_build(out, runs=runs, data=data, port=port)
+        from edgekit.report import write_report
+
+        result["report"] = str(write_report(out))
         advance("done")
     return result
 
 
-REPORT_DATA = "edgekit-report.json"
 
 
 def _write_report_data(folder: Path, analysis: dict, source: dict, optimize_report, stages: list) -> None:

@@ -24,6 +24,7 @@ COMMANDS = {
     "flash": ("flash", "Put a built project on its board (or start it in the emulator)."),
     "profile": ("profile", "Measure latency, memory and output agreement on the device."),
     "compare": ("compare", "Build and profile each backend on one board, side by side."),
+    "report": ("report", "Write one self-contained HTML report of a build folder."),
 }
 
 

@@ -135,7 +135,24 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
     if plot:
         plot_layers(report, plot)
         report["plot"] = str(plot)
+    _keep(build, report)
     return report
+
+
+def _keep(build, report: dict) -> None:
+    """The report, kept in the build folder for `edgekit report` (edgekit-profile.json)."""
+    import json
+
+    from edgekit.build_folder import json_safe
+    from edgekit.fileio import atomic_write_bytes
+    from edgekit.report import PROFILE_FILE
+
+    try:
+        atomic_write_bytes(build.dir / PROFILE_FILE, (json.dumps(json_safe(report), indent=1) + "\n").encode())
+    except OSError as error:  # a read-only build folder: the report itself is still printed
+        from edgekit.console import info
+
+        info(f"note: could not keep the profile in {build.dir} ({error.strerror or error})")
 
 
 def inference_budget(board, macs) -> tuple[float, str]:

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi gcc make cmake python3-venv
-              qemu-user gcc-aarch64-linux-gnu)  # the last two: the qemu-aarch64 and linux-aarch64 boards
+              qemu-user gcc-aarch64-linux-gnu  # these two: the qemu-aarch64 and linux-aarch64 boards
+              chromium)  # headless, it renders `edgekit report` pages in the tests (tests/test_report.py)
 # --tflm: also what compiling TFLite Micro projects needs (its C++ library for Arm alone is about 1.5 GB)
 if [ "${1:-}" = "--tflm" ]; then
   apt_packages+=(libstdc++-arm-none-eabi-newlib)

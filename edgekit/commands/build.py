@@ -97,6 +97,8 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
         from edgekit.commands.profile import print_report
 
         print_report(result["profile"])
+    if result.get("report"):
+        console.print(f"report: {result['report']}", highlight=False)
 
 
 def _check_combination(no_compile, do_flash, do_profile, runs, port) -> None:
