@@ -150,13 +150,15 @@ def check_fit(graph, board, backend: str, report: dict) -> dict:
     return placement
 
 
-def check_tflm_arena(graph, board, arena_bytes: int | None, placement: dict, arena_margin: float | None = None) -> dict:
+def check_tflm_arena(graph, board, arena_bytes: int | None, placement: dict, arena_margin: float | None = None,
+                     kernels: str | None = None) -> dict:
     """The arena the project will reserve (measured + scratch + margin, or --arena-bytes) must fit the RAM too."""
     from edgekit.backends.tflm import arena_size
     from edgekit.platforms import platform_for
 
     platform = platform_for(board)
-    arena = arena_size(graph, platform.target(board).kernels, arena_bytes, arena_margin)
+    target = platform.target(board, kernels=kernels)
+    arena = arena_size(graph, target.kernels, arena_bytes, arena_margin, target.word_bytes)
     runtime = board.runtime_ram_estimate("tflm")
     if placement["arena_in_psram"] or arena.bytes + runtime <= board.ram_bytes:
         return placement
@@ -317,7 +319,8 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     require_tflm_loads(report)
     placement = check_fit(graph, board, backend, report)
     if backend == "tflm":
-        placement = check_tflm_arena(graph, board, arena_bytes, placement, arena_margin)
+        placement = check_tflm_arena(graph, board, arena_bytes, placement, arena_margin,
+                                     tflm_tree.kernels if tflm_tree else None)
     stages.append({"stage": "analyze", "seconds": round(time.monotonic() - started, 2), "fits": True,
                    "ram_bytes": report["ram_bytes"], "flash_bytes": report["flash_bytes"]})
     advance("generate")
@@ -345,22 +348,13 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
 
         options = {"name": device_name} if backend == "native" else {"arena_bytes": arena_bytes,
                                                                       "arena_margin": arena_margin}
-        if backend == "tflm" and _builds_tflm_app(board):
-            # TFLite Micro on host/QEMU (edgekit.codegen.tflm_app): the native build's layout around the
-            # tflm backend, against a cached libtflm.a
-            from edgekit.codegen.tflm_app import write_tflm_app_project
-
-            project = write_tflm_app_project(graph, board, staging, tflm_tree, arena_bytes, arena_margin)
-            manifest.update(arena_bytes=project.arena.bytes, arena=project.arena.to_dict(), project=project.family,
-                            tflm_kernels=project.kernels, build_hint=project.build_hint)
-        else:
-            project = write_project(graph, board, backend, staging, ram_budget=placement["internal_ram_budget"],
-                                    **options)
-            output = project.backend
-            manifest.update(arena_bytes=output.arena_bytes, project=project.family, **output.manifest)
-            if project.build_hint:
-                manifest.update(build_hint=project.build_hint, expected_firmware=project.expected_firmware,
-                                **{f"expected_{key}": value for key, value in project.extra.items()})
+        project = write_project(graph, board, backend, staging, ram_budget=placement["internal_ram_budget"],
+                                kernels=tflm_tree.kernels if tflm_tree else None, **options)
+        output = project.backend
+        manifest.update(arena_bytes=output.arena_bytes, project=project.family, **output.manifest)
+        if project.build_hint:
+            manifest.update(build_hint=project.build_hint, expected_firmware=project.expected_firmware,
+                            **{f"expected_{key}": value for key, value in project.extra.items()})
         (staging / model_file).write_bytes(graph.model_bytes)
         if manifest.get("float_model"):  # the baseline of `profile --validate-layers` against the float model
             (staging / manifest["float_model"]).write_bytes(source["float_bytes"])
@@ -426,21 +420,16 @@ def _optimize_for_report(report) -> dict | None:
                        for k, v in step.items()} for step in report["steps"]]}
 
 
-def _builds_tflm_app(board) -> bool:
-    from edgekit.platforms import platform_for
-    from edgekit.platforms.make import MakePlatform
-
-    platform = platform_for(board)
-    return isinstance(platform, MakePlatform) and "tflite-micro" in platform.libraries
-
-
 def _tflm_tree(board, backend: str, tflm_dir, tflm_kernels):
-    """The TFLite Micro tree a host or QEMU build compiles against (None: generate only); checked before work."""
+    """The TFLite Micro tree a platform that compiles its libraries itself (host, qemu) builds against (None:
+    generate only); checked before any work."""
+    from edgekit.platforms import platform_for
+
     if backend != "tflm":
         if tflm_dir or tflm_kernels:
             raise UsageError(f"--tflm-dir and --tflm-kernels apply to the tflm backend; this build uses {backend}")
         return None
-    if not _builds_tflm_app(board):
+    if not platform_for(board).compiles_libraries:
         if tflm_kernels:
             raise UsageError(f"--tflm-kernels applies to host and QEMU boards; {board.name}'s {board.project} "
                              "project takes the kernels of the tree it is built with")
@@ -460,26 +449,19 @@ def _compile(out: Path, board, backend: str, project, manifest: dict, tflm_tree=
 
     from edgekit.platforms import platform_for
 
-    if backend == "tflm" and _builds_tflm_app(board):
-        if tflm_tree is None:
-            return {"skipped": project.build_hint}
-        from edgekit.codegen.tflm_app import compile_tflm_app_project
-
-        done = compile_tflm_app_project(out, board, tflm_tree, [entry["op"] for entry in project.ops])
-        manifest.update(firmware=done["firmware"], sizes=done["sizes"], tflm_library=done["library"])
-        return done
     platform = platform_for(board)
-    env = {**os.environ, "TFLM_DIR": str(tflm_dir)} if tflm_dir else None
+    tree = tflm_tree.path if tflm_tree else tflm_dir
+    env = {**os.environ, "TFLM_DIR": str(tree)} if tree else None
     toolchain = platform.toolchain(board, project.backend, env)
     if not toolchain.found:
         if not project.build_hint:
             return {"skipped": toolchain.missing}
         return {"skipped": f"{toolchain.missing}; to build by hand: {project.build_hint} (in {out})"}
     done = platform.compile(out, board, project, toolchain)
-    manifest.update(firmware=done.firmware, sizes=done.sizes)
+    manifest.update(firmware=done.firmware, sizes=done.sizes, **done.manifest)
     if not project.build_hint:  # edgekit's own compile: no build-tool log to point to
-        return {"firmware": done.firmware, "sizes": done.sizes}
-    return {"firmware": done.firmware, "sizes": done.sizes, "log": done.log}
+        return {"firmware": done.firmware, "sizes": done.sizes, **done.manifest}
+    return {"firmware": done.firmware, "sizes": done.sizes, "log": done.log, **done.manifest}
 
 
 def _check_pair(graph, board, backend: str) -> None:

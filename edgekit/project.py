@@ -25,11 +25,12 @@ def check_pair(graph, board, backend_name: str) -> Verdict:
 
 
 def write_project(graph, board, backend_name: str, root, *, ram_budget: int | None = None,
-                  **options) -> PlatformProject:
-    """The backend's sources then the platform's scaffold into the existing folder `root`."""
+                  kernels: str | None = None, **options) -> PlatformProject:
+    """The backend's sources then the platform's scaffold into the existing folder `root`; `kernels`: those of
+    the library tree the build was given (else the platform's)."""
     backend, platform = get_backend(backend_name), platform_for(board)
     root = Path(root)
     model_dir = root / platform.model_dir(board, graph)
     model_dir.mkdir(parents=True, exist_ok=True)
-    output = backend.write(graph, model_dir, platform.target(board, ram_budget), **options)
+    output = backend.write(graph, model_dir, platform.target(board, ram_budget, kernels), **options)
     return platform.generate(graph, board, root, output)

@@ -108,3 +108,22 @@ def test_bad_backends_and_outputs_are_one_line_errors(int8_model_path, tmp_path)
     assert a_file.read_text() == "mine"
     done = _cli("compare", model, "--board", "mps2-an386", "--tflm-dir", tmp_path)
     one_line_error(done, "is not a TFLite Micro tree", code=2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("arm-none-eabi-gcc")),
+                    reason="needs cmake and arm-none-eabi-gcc")
+def test_a_real_board_without_a_device_gets_its_sizes_and_what_is_missing(int8_model_path, tmp_path):
+    from edgekit.compare import compare
+
+    document = compare(int8_model_path("ad"), "nucleo-l4r5zi", "native,tflm-reference", out_dir=tmp_path / "n",
+                       env={})
+    assert document["measured"] is False and document["metric"] is None
+    assert document["missing"] == ("no device: connect a nucleo-l4r5zi and pass --port to measure latency, arena "
+                                   "and stack")
+    native, tflm = document["backends"]
+    assert native["status"] == "built" and native["reason"] == document["missing"]
+    assert native["instructions"] is None and native["latency_us"] is None and native["arena_bytes"] is None
+    assert native["rodata_bytes"] > 270_000 and native["code_bytes"] > 0  # AD's weights, in the board's flash
+    assert tflm["status"] == "skipped" and tflm["reason"].startswith("no TFLite Micro tree with reference kernels")
+    assert document["pairs"] == [] and document["by_op"] == []

@@ -157,13 +157,17 @@ def test_tflm_in_qemu_is_bit_exact_profiled_per_layer_and_cached(int8_model_path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variable,kernels", [("TFLM_DIR", "reference"), ("TFLM_DIR_CMSIS_NN", "cmsis-nn")])
 @pytest.mark.parametrize("name", ["ad", "kws"])
-def test_tflm_on_the_host_is_bit_exact_and_profiled_per_layer(int8_model_path, tmp_path, tflm_cache, name):
-    tree = _tree("TFLM_DIR", "reference")
+def test_tflm_on_the_host_is_bit_exact_and_profiled_per_layer(int8_model_path, tmp_path, tflm_cache, name, variable,
+                                                              kernels):
+    """CMSIS-NN too: its kernels have a portable C path besides the DSP and MVE ones, which the host runs."""
+    tree = _tree(variable, kernels)
     cache = tflm_cache
     model = int8_model_path(name)
     result = _build_and_profile(model, "host", tmp_path / "h", tree, cache)
     _check_profile(result, model)
+    assert result["manifest"]["tflm_library"]["kernels"] == result["manifest"]["tflm_kernels"] == kernels
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class Target:
     kernels: str = "cmsis-nn"  # TFLite Micro's optimized kernels there: reference, cmsis-nn, esp-nn
     ram_budget: int | None = None  # internal RAM left for the arena
     psram_bytes: int = 0  # external RAM the arena may go to
+    word_bytes: int = 4  # pointer size (8 on the 64-bit host): TFLite Micro's structs in the arena scale with it
 
 
 @dataclass

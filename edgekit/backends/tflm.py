@@ -2,8 +2,9 @@
 
 It writes the model side (templates/tflm/common/) behind edgekit_backend.h and declares what a build needs:
 its C++ sources and the TFLite Micro library, built from a tree the user provides (TFLM_DIR), with the
-platform's optimized kernels. Platforms that can build that library (cmake-arm; host and qemu next, see
-docs/architecture.md) or that get it from their SDK's package manager (esp-idf, arduino, pico-sdk) consume it.
+platform's optimized kernels. Platforms that can build that library (cmake-arm; host and qemu, in
+edgekit.platforms.make_tflm) or that get it from their SDK's package manager (esp-idf, arduino, pico-sdk)
+consume it.
 """
 
 from __future__ import annotations
@@ -100,16 +101,19 @@ def resolver_ops(graph) -> list[dict]:
     return entries
 
 
-def arena_size(graph, kernels: str, arena_bytes: int | None = None, margin_fraction: float | None = None) -> ArenaSize:
-    """The arena constant: 32-bit estimate of the measured arena + kernel scratch + margin, rounded to 16 bytes.
+def arena_size(graph, kernels: str, arena_bytes: int | None = None, margin_fraction: float | None = None,
+               word_bytes: int = 4) -> ArenaSize:
+    """The arena constant: the measured arena (its 32-bit estimate; on a 64-bit target, such as the host, the
+    host's own measurement) + kernel scratch + margin, rounded to 16 bytes.
 
     `margin_fraction` (a recipe's [build] arena_margin) replaces the default 10 % margin."""
     fraction = ARENA_MARGIN_FRACTION if margin_fraction is None else float(margin_fraction)
     measured = _measured_arena(graph)
     host, target = int(measured["total_bytes"]), int(measured["total_bytes_32bit"])
+    base = host if word_bytes == 8 else target
     scratch = kernel_scratch_bytes(graph, kernels)
-    margin = int(math.ceil((target + scratch) * fraction)) + ARENA_MARGIN_BYTES
-    total = _align16(target + scratch + margin)
+    margin = int(math.ceil((base + scratch) * fraction)) + ARENA_MARGIN_BYTES
+    total = _align16(base + scratch + margin)
     if arena_bytes is not None:
         if arena_bytes < target:
             raise EdgekitError(
@@ -227,7 +231,7 @@ class TflmBackend(Backend):
 
     def write(self, graph, model_dir: Path, target: Target, *, arena_bytes: int | None = None,
               arena_margin: float | None = None, **options) -> BackendOutput:
-        arena = arena_size(graph, target.kernels, arena_bytes, arena_margin)
+        arena = arena_size(graph, target.kernels, arena_bytes, arena_margin, target.word_bytes)
         in_psram = _psram_placement(target, arena)
         ctx = model_context(graph, arena, in_psram, target)
         ext = target.cxx_ext
@@ -243,6 +247,6 @@ class TflmBackend(Backend):
         needs = BuildNeeds(sources=[f"edgekit_backend_tflm.{ext}", f"model_data.{ext}"],
                            headers=["model_data.h", "model_settings.h", "op_resolver.h"],
                            libraries=self.libraries(target), cxx=True)
-        manifest = {"arena": arena.to_dict(), "arena_in_psram": in_psram}
+        manifest = {"arena": arena.to_dict(), "arena_in_psram": in_psram, "tflm_kernels": target.kernels}
         return BackendOutput(self.name, written, needs, arena.bytes, manifest,
                              TflmModel(ctx["ops"], arena, in_psram, ctx))

@@ -66,37 +66,3 @@ def generate_tflm_project(graph, board, out_dir, arena_bytes: int | None = None)
     with atomic_output_dir(out_dir) as staging:
         project = write_tflm_project(graph, board, staging, arena_bytes)
     return project
-
-
-# The private helpers edgekit.codegen.tflm_app (TFLite Micro on host/QEMU) borrows, with their old signatures.
-
-def _align16(n: int) -> int:
-    return (int(n) + 15) // 16 * 16
-
-
-def _write(root, relative: str, text: str, written: list) -> None:
-    from edgekit.platforms.base import write_text
-
-    write_text(root, relative, text, written)
-
-
-def _context(graph, board, arena, in_psram: bool, family: str) -> dict:
-    from edgekit.backends.tflm import model_context
-    from edgekit.platforms import get_platform
-
-    target = get_platform(family).target(board)
-    return dict(model_context(graph, arena, in_psram, target), board=board)
-
-
-def _render_common(root, ctx: dict, graph, dest: str, ext: str, written: list) -> None:
-    from edgekit.backends.tflm import _hex_rows
-    from edgekit.codegen.common import render
-
-    prefix = f"{dest}/" if dest else ""
-    _write(root, f"{prefix}model_data.h", render("tflm/common/model_data.h.j2", **ctx), written)
-    _write(root, f"{prefix}model_data.{ext}",
-           render("tflm/common/model_data.cc.j2", model_bytes=_hex_rows(graph.model_bytes), **ctx), written)
-    _write(root, f"{prefix}model_settings.h", render("tflm/common/model_settings.h.j2", **ctx), written)
-    _write(root, f"{prefix}op_resolver.h", render("tflm/common/op_resolver.h.j2", **ctx), written)
-    _write(root, f"{prefix}edgekit_backend_tflm.{ext}", render("tflm/common/edgekit_backend_tflm.cc.j2", **ctx),
-           written)

@@ -68,7 +68,7 @@ def command(model, board_name, out_dir, backend, data, recipe, arena_bytes, no_c
             sizes = stage.get("sizes") or {}
             detail = f"{stage['firmware']}: flash {fmt(sizes.get('flash_bytes'))} B, static RAM " \
                      f"{fmt(sizes.get('ram_static_bytes'))} B"
-            library = stage.get("library")
+            library = stage.get("tflm_library")
             if library:
                 detail += (f"; TFLite Micro ({library['kernels']}) from the cache" if library["cache_hit"] else
                            f"; TFLite Micro ({library['kernels']}): {library['compiled']} files compiled into "

@@ -35,6 +35,7 @@ class BuildOutput:
     firmware: str  # relative to the project folder
     sizes: dict
     log: str  # relative path of the build log
+    manifest: dict = field(default_factory=dict)  # what the manifest records beyond them (e.g. tflm_library)
 
 
 @dataclass
@@ -59,13 +60,15 @@ class Platform:
     cxx_ext = "cc"
     libraries: tuple[str, ...] = ()  # the libraries (Library.name) it can build or get from its SDK
     default_backend = "tflm"  # when neither the user nor the board file names one
+    compiles_libraries = False  # edgekit itself compiles the declared libraries from their trees (host, qemu)
     psram_arena = False  # whether its scaffold can put a backend's arena in the board's external RAM
 
-    def target(self, board, ram_budget: int | None = None) -> Target:
+    def target(self, board, ram_budget: int | None = None, kernels: str | None = None) -> Target:
+        """What the backend is told; `kernels`: those of the library tree the build was given, when one was."""
         return Target(platform=self.name, description=board.description, cxx_ext=self.cxx_ext,
-                      kernels="reference" if board.arch == "host" else self.kernels,
+                      kernels=kernels or ("reference" if board.arch == "host" else self.kernels),
                       ram_budget=board.ram_bytes if ram_budget is None else ram_budget,
-                      psram_bytes=board.psram_bytes)
+                      psram_bytes=board.psram_bytes, word_bytes=8 if board.arch == "host" else 4)
 
     def supports(self, graph, board, backend) -> Verdict:
         """Whether this platform can build `backend`'s sources for `board` (from the backend's declaration)."""

@@ -13,7 +13,8 @@ from edgekit.resources import templates_dir
 
 class HostPlatform(MakePlatform):
     name = "host"
-    libraries = ("tflite-micro",)  # built once into a cache (edgekit.tflm_library, codegen.tflm_app)
+    libraries = ("tflite-micro",)  # built once into a cache (edgekit.tflm_library, platforms.make_tflm)
+    compiles_libraries = True
     kernels = "reference"
     firmware = "build/firmware"
     compiler_hint = "a C compiler (apt-get install gcc)"

@@ -26,6 +26,7 @@ from edgekit.backends.base import BackendOutput
 from edgekit.boards import Board, load_board
 from edgekit.codegen.common import atomic_output_dir, c_comment, render
 from edgekit.errors import EdgekitError
+from edgekit.platforms import make_tflm
 from edgekit.platforms.base import (APP_FILES, BuildOutput, Platform, PlatformProject, Toolchain, version_text)
 from edgekit.processes import run_tied
 from edgekit.resources import templates_dir
@@ -90,6 +91,9 @@ class MakePlatform(Platform):
         return "model"
 
     def generate(self, graph, board, root: Path, output: BackendOutput) -> PlatformProject:
+        if make_tflm.needs_library(output):  # C++ sources against TFLite Micro: its Makefile, its clock and log
+            files = make_tflm.write_scaffold(self, board, Path(root), output)
+            return PlatformProject(self.name, files, make_tflm.BUILD_HINT, self.firmware, backend=output)
         files = write_app_scaffold(board, Path(root))
         # no hand-build hint in the manifest: edgekit compiles these itself whenever the compiler is here
         return PlatformProject(self.name, files, "", "", backend=output)
@@ -97,6 +101,8 @@ class MakePlatform(Platform):
     compiler_hint = "a C compiler"
 
     def toolchain(self, board, output=None, env=None) -> Toolchain:
+        if make_tflm.needs_library(output):
+            return make_tflm.toolchain(self, board, env)
         try:
             compiler, size = self.find_compiler(board)
         except EdgekitError as missing:
@@ -104,6 +110,8 @@ class MakePlatform(Platform):
         return Toolchain(self.name, True, {"cc": compiler, "size": size})
 
     def compile(self, root: Path, board, project, toolchain) -> BuildOutput:
+        if make_tflm.needs_library(project.backend):
+            return make_tflm.compile_project(self, root, board, project.backend, toolchain)
         done = compile_project(root, board)
         return BuildOutput(str(Path(done.firmware).resolve().relative_to(Path(root).resolve())), done.sizes,
                            str(done.log.relative_to(root)))

@@ -79,7 +79,8 @@ def find_arm_compiler() -> tuple[str, str]:
 
 class QemuPlatform(MakePlatform):
     name = "qemu"
-    libraries = ("tflite-micro",)  # built once into a cache (edgekit.tflm_library, codegen.tflm_app)
+    libraries = ("tflite-micro",)  # built once into a cache (edgekit.tflm_library, platforms.make_tflm)
+    compiles_libraries = True
     kernels = "cmsis-nn"
     firmware = "build/firmware.elf"
     compiler_hint = ARM_GCC
