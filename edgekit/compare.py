@@ -136,7 +136,7 @@ def _int8_model(model_path: Path, data, out: Path):
     from edgekit.build import _int8_model as build_int8_model
     from edgekit.fileio import atomic_write_bytes
 
-    graph, _ = build_int8_model(model_path, data, None, True, [], lambda stage: None)
+    graph, _ = build_int8_model(model_path, data, None, True, [], lambda stage: None, {})
     if model_path.suffix == ".tflite" and graph.model_bytes == model_path.read_bytes():
         return graph, model_path
     path = out / f"{graph.name}.int8.tflite"
