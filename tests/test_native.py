@@ -30,7 +30,7 @@ def compile_native(graph, folder: Path, extra_flags=(), **options) -> tuple[Path
     """Generate the model into folder and build the stdin/stdout harness with gcc; returns (program, NativeModel)."""
     model = generate_native_model(graph, folder, **options)
     program = folder / "run"
-    sources = [folder / "model.c", folder / "ek_kernels.c", templates_dir() / "native" / "test_main.c"]
+    sources = [f for f in model.files if f.suffix == ".c"] + [templates_dir() / "native" / "test_main.c"]
     result = subprocess.run(["gcc", *HOST_FLAGS, *extra_flags, "-I", str(folder), "-o", str(program),
                              *map(str, sources)], capture_output=True, text=True)
     assert result.returncode == 0 and not result.stderr, result.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.codegen.common import atomic_write_bytes, c_comment, c_float, c_identifier, c_ints, c_string, render
+from edgekit.codegen.native_ops import EXTRA_OPS, ExtraLowering, extra_reasons, kernel_files
 from edgekit.errors import EdgekitError
 from edgekit.memory_plan import VIEW_OPS, MemoryPlan, plan_activations
 from edgekit.resources import templates_dir
@@ -28,7 +29,10 @@ SUPPORTED_OPS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D", "ADD", "MUL", "RESHAPE",
     "SQUEEZE", "EXPAND_DIMS", "SOFTMAX", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE", "PAD", "PADV2", "MEAN",
     "CONCATENATION",
-})
+}) | EXTRA_OPS
+# the kernels of ek_kernels.c that index 4-D tensors (the others take any rank up to native_ops.MAX_DIMS)
+_RANK4_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "ADD", "MUL", "PAD",
+                        "PADV2", "FULLY_CONNECTED"})
 _ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 _TYPE_ENUM = {"int8": "EK_TYPE_INT8", "uint8": "EK_TYPE_UINT8", "int16": "EK_TYPE_INT16", "int32": "EK_TYPE_INT32",
               "float32": "EK_TYPE_FLOAT32"}
@@ -46,6 +50,7 @@ class NativeModel:
     input_preserved: bool = False  # the input buffer survives ek_model_invoke (else it is reused, as in TFLM)
     plan: MemoryPlan | None = field(default=None, repr=False)
     layer_operators: list[int] = field(default_factory=list)  # the graph operator of each layer (views run none)
+    canonical: list[str] = field(default_factory=list)  # what edgekit.codegen.canonical folded before codegen
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -146,7 +151,11 @@ def pad_layout(op: Operator, graph: Graph) -> tuple[list[int], list[int], list[i
 # What the backend supports.
 
 def unsupported_reasons(graph: Graph) -> list[str]:
-    """Everything in the graph that the native backend cannot compile, one short phrase each."""
+    """Everything in the graph that the native backend cannot compile, one short phrase each (after
+    edgekit.codegen.canonical has folded what is constant at batch 1)."""
+    from edgekit.codegen.canonical import canonicalize
+
+    graph = canonicalize(graph).graph
     reasons: list[str] = []
 
     def add(reason: str) -> None:
@@ -174,8 +183,11 @@ def unsupported_reasons(graph: Graph) -> list[str]:
             types = sorted({t[i].dtype for i in acts} - {"int8"})
             add(f"{name} with {'/'.join(types) or 'non-int8'} tensors")
             continue
-        if any(len(t[i].shape) > 4 for i in acts):
+        if op.opcode in _RANK4_OPS and any(len(t[i].shape) > 4 for i in acts):
             add(f"{name} on tensors of more than 4 dimensions")
+        if op.opcode in EXTRA_OPS:
+            for reason in extra_reasons(op, graph):
+                add(reason)
         if op.options.get("fused_activation_function", "NONE") not in _ACTIVATIONS:
             add(f"{name} with a fused {op.options['fused_activation_function']} activation")
         if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
@@ -192,8 +204,9 @@ def unsupported_reasons(graph: Graph) -> list[str]:
                 add(f"{name} with a batch larger than 1")
         if op.opcode in ("AVERAGE_POOL_2D", "MAX_POOL_2D") and _shape4(t[op.inputs[0]].shape)[0] != 1:
             add(f"{name} with a batch larger than 1")
-        if op.opcode == "MEAN" and mean_layout(op, graph) is None:
-            add(f"{name} over non-adjacent axes")
+        if op.opcode == "MEAN":
+            for reason in extra_reasons(op, graph):
+                add(reason)
         if op.opcode in ("PAD", "PADV2") and t[op.inputs[1]].data is None:
             add(f"{name} with computed paddings")
         if op.opcode in ("ADD", "MUL"):
@@ -227,9 +240,10 @@ class _Layer:
     struct: str | None = None
     fields: list[tuple[str, str]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    extra_structs: list[tuple[str, str, list]] = field(default_factory=list)  # (type, name, fields) beside `struct`
 
 
-class _Lowering:
+class _Lowering(ExtraLowering):
     def __init__(self, graph: Graph, plan: MemoryPlan):
         self.graph = graph
         self.plan = plan
@@ -455,6 +469,9 @@ class _Lowering:
                            f"{self.ptr(op.outputs[0], layer, 'float')});")
 
     def _mean(self, op, layer):
+        if mean_layout(op, self.graph) is None:  # non-adjacent axes: the general reduction of ek_reduce.c
+            self._reduce(op, layer)
+            return
         outer, reduce, inner = mean_layout(op, self.graph)
         (si, zi), (so, zo) = self.quant(op.inputs[0]), self.quant(op.outputs[0])
         mult, shift = quantize_multiplier(float(si) / float(so))
@@ -553,9 +570,12 @@ def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
     `preserve_input` keeps the input buffer intact across ek_model_invoke (a little more RAM); by default its
     bytes are reused once the first layers have read them, as TFLite Micro does.
     """
+    from edgekit.codegen.canonical import canonicalize
     from edgekit.codegen.native_plan import overlap_hints
 
     check_native_support(graph)
+    canonical = canonicalize(graph)
+    graph = canonical.graph
     model_name = name or graph.name
     hints = overlap_hints(graph)
     plan = plan_activations(graph, overlaps=hints, keep_inputs=preserve_input)
@@ -574,6 +594,7 @@ def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
         "arena_bytes": arena_bytes,
         "weight_bytes": lowering.weight_bytes,
         "layers": layers,
+        "uses_ops_header": bool(kernel_files([c for layer in layers for c in layer.calls])),
         "input": _tensor_info(graph, graph.inputs[0], plan),
         "output": _tensor_info(graph, graph.outputs[0], plan),
         "preserve_input": preserve_input,
@@ -587,7 +608,7 @@ def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
     # everything is rendered before anything is written; each file then lands whole (the folder may hold others')
     contents = {"model.c": render("native/model.c.j2", **context).encode(),
                 "model.h": render("native/model.h.j2", **context).encode()}
-    for f in KERNEL_FILES:
+    for f in KERNEL_FILES + tuple(kernel_files([c for layer in layers for c in layer.calls])):
         contents[f] = (templates_dir() / "native" / f).read_bytes()
     for f in CONTRACT_FILES:
         contents[f] = (templates_dir() / "app" / f).read_bytes()
@@ -596,4 +617,4 @@ def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
     files = list(contents)
     return NativeModel(files=[out_dir / f for f in files], arena_bytes=arena_bytes, layers=[l.name for l in layers],
                        weight_bytes=lowering.weight_bytes, input_preserved=preserve_input, plan=plan,
-                       layer_operators=[l.operator for l in layers])
+                       layer_operators=[canonical.origins[l.operator] for l in layers], canonical=canonical.notes)
