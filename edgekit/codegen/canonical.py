@@ -59,7 +59,7 @@ def _fold(op: Operator, graph: Graph, tensors) -> np.ndarray | None:
             continue
         if tensors[i].data is None:
             return None
-        values.append(np.asarray(tensors[i].data))
+        values.append(np.asarray(tensors[i].data).reshape(tensors[i].shape))  # a scalar's data is stored 1-D
     x = values[0]
     o = op.options
     if code == "STRIDED_SLICE":
