@@ -98,7 +98,8 @@ def test_activations(tmp_path, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_binary_ops_with_broadcasting(tmp_path, seed):
     """SUB, SQUARED_DIFFERENCE, MAXIMUM, MINIMUM with constants broadcast along random axes, and between two
-    activations of different scales; RSQRT of a positive activation."""
+    activations of different scales; RSQRT of a positive activation; LayerNormalization (whose NEG TFLite Micro
+    runs in float32 between a DEQUANTIZE and a QUANTIZE)."""
     tf = _tf()
     rng = np.random.RandomState(seed)
     shape = (int(rng.randint(2, 5)), int(rng.randint(2, 5)), int(rng.randint(2, 5)))
@@ -108,14 +109,17 @@ def test_binary_ops_with_broadcasting(tmp_path, seed):
         return tf.constant(rng.uniform(-2, 2, size=dims).astype(np.float32))
 
     c1, c2, c3, c4 = (const(rng.rand(3) > 0.5) for _ in range(4))
+    from edgekit._tf import keras
+
+    norm = keras().layers.LayerNormalization()  # MEAN, SQUARED_DIFFERENCE, RSQRT and a float NEG island
 
     def fn(x):
         y = tf.nn.relu(x) * 0.5
         return flat(tf, x - c1, c2 - x, tf.math.squared_difference(x, c3), tf.maximum(x, c4), tf.minimum(x, c1),
-                    x - y, tf.math.squared_difference(x, y), tf.math.rsqrt(x * x + 0.25))
+                    x - y, tf.math.squared_difference(x, y), tf.math.rsqrt(x * x + 0.25), norm(x * 0.5 + 0.1))
 
     check_bit_exact(convert_function(fn, shape, rng), tmp_path,
-                    {"SUB", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "RSQRT"}, seed=seed)
+                    {"SUB", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "RSQRT", "NEG"}, seed=seed)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

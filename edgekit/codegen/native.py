@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.codegen.common import atomic_write_bytes, c_comment, c_float, c_identifier, c_ints, c_string, render
-from edgekit.codegen.native_ops import EXTRA_OPS, ExtraLowering, extra_reasons, kernel_files
+from edgekit.codegen.native_ops import EXTRA_OPS, FLOAT_OPS, ExtraLowering, extra_reasons, kernel_files
 from edgekit.errors import EdgekitError
 from edgekit.memory_plan import VIEW_OPS, MemoryPlan, plan_activations
 from edgekit.resources import templates_dir
@@ -177,6 +177,8 @@ def unsupported_reasons(graph: Graph) -> list[str]:
             bad = t[op.inputs[0]].dtype not in ("float32", "int8") or t[op.outputs[0]].dtype != "int8"
         elif op.opcode == "DEQUANTIZE":
             bad = t[op.inputs[0]].dtype != "int8" or t[op.outputs[0]].dtype != "float32"
+        elif op.opcode in FLOAT_OPS:
+            bad = any(t[i].dtype != "float32" for i in acts)
         else:
             bad = any(t[i].dtype != "int8" for i in acts)
         if bad:

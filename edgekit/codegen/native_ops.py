@@ -29,11 +29,14 @@ REDUCE_OPS = {"SUM": "EK_REDUCE_SUM", "REDUCE_MAX": "EK_REDUCE_MAX", "REDUCE_MIN
 COPY_OPS = frozenset({"TRANSPOSE", "SLICE", "STRIDED_SLICE", "SPLIT", "SPLIT_V", "UNPACK", "PACK",
                       "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"})
 OTHER_OPS = frozenset({"GATHER", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "BATCH_MATMUL", "TRANSPOSE_CONV"})
-EXTRA_OPS = LUT_OPS | frozenset(BINARY_OPS) | frozenset(REDUCE_OPS) - {"MEAN"} | COPY_OPS | OTHER_OPS
+# float32 ops that TFLite Micro runs between a DEQUANTIZE and a QUANTIZE of an int8 model (it has no int8 NEG:
+# Keras' LayerNormalization converts to one); IEEE negation is exact, so the native result is the same bits
+FLOAT_OPS = frozenset({"NEG"})
+EXTRA_OPS = LUT_OPS | frozenset(BINARY_OPS) | frozenset(REDUCE_OPS) - {"MEAN"} | COPY_OPS | OTHER_OPS | FLOAT_OPS
 
 # kernel file -> the C functions it defines (a model ships a file when a layer calls one of them)
 KERNEL_SOURCES = {
-    "ek_elementwise.c": ("ek_lut_s8", "ek_binary_ex_s8"),
+    "ek_elementwise.c": ("ek_lut_s8", "ek_binary_ex_s8", "ek_neg_f32"),
     "ek_shape.c": ("ek_copy_nd", "ek_gather_s8", "ek_resize_nearest_s8", "ek_resize_bilinear_s8"),
     "ek_reduce.c": ("ek_reduce_s8",),
     "ek_matmul.c": ("ek_batch_matmul_s8", "ek_transpose_conv_s8"),
@@ -501,6 +504,11 @@ class ExtraLowering:
                            f"{self.ptr(y, layer)});")
 
     _sub = _squared_difference = _maximum = _minimum = _prelu = _binary_ex
+
+    def _neg(self, op, layer):
+        size = self.graph.tensors[op.outputs[0]].size
+        layer.calls.append(f"ek_neg_f32({size}, {self.ptr(op.inputs[0], layer, 'float')}, "
+                           f"{self.ptr(op.outputs[0], layer, 'float')});")
 
     def _copy(self, op, layer):
         """One strided copy per output (per input for PACK), each with its own parameter struct."""

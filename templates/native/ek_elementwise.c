@@ -12,6 +12,13 @@ void ek_lut_s8(int32_t size, const int8_t *table, const int8_t *input, int8_t *o
   }
 }
 
+void ek_neg_f32(int32_t size, const float *input, float *output) {
+  int32_t i;
+  for (i = 0; i < size; i++) {
+    output[i] = -input[i];
+  }
+}
+
 static inline int8_t ek_binary_one(const ek_binary_ex_params_t *p, int32_t a, int32_t b) {
   int32_t out;
   switch (p->kind) {

@@ -24,6 +24,9 @@ extern "C" {
  * (LEAKY_RELU, HARD_SWISH, RELU, RELU6, RSQRT): output[i] = table[input[i] + 128]. */
 void ek_lut_s8(int32_t size, const int8_t *table, const int8_t *input, int8_t *output);
 
+/* NEG on float32: the float island TFLite Micro runs between a DEQUANTIZE and a QUANTIZE (it has no int8 NEG). */
+void ek_neg_f32(int32_t size, const float *input, float *output);
+
 enum { EK_SUB = 0, EK_SQUARED_DIFFERENCE = 1, EK_MAXIMUM = 2, EK_MINIMUM = 3, EK_PRELU = 4 };
 
 /* Binary ops with numpy broadcasting over up to EK_MAX_DIMS dimensions (stride 0 repeats an element). */
