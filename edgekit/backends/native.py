@@ -30,9 +30,10 @@ class NativeBackend(Backend):
         needs = BuildNeeds(sources=[f for f in files if f.endswith(".c")],
                            headers=[f for f in files if f.endswith(".h")], defines=["EK_PROFILE_LAYERS"])
         model.context = _context(graph, model)
-        # which graph operator each device layer runs (views run none): per-layer tables map ek-layers back
-        return BackendOutput(self.name, files, needs, model.arena_bytes, {"device_layers": model.layer_operators},
-                             model)
+        # which graph operator each device layer runs (views run none): per-layer tables map ek-layers back;
+        # what canonicalization folded away before codegen (edgekit.codegen.canonical), one phrase each
+        manifest = {"device_layers": model.layer_operators, "canonicalization": model.canonical}
+        return BackendOutput(self.name, files, needs, model.arena_bytes, manifest, model)
 
 
 def _context(graph, model) -> dict:
