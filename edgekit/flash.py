@@ -19,10 +19,12 @@ from edgekit.runners.uf2 import bin_to_uf2, find_volume  # noqa: F401
 
 
 def flash_build(build_dir, port: str | None = None, runner: str | None = None, dry_run: bool = False,
-                log=None) -> dict:
-    """Put the build on its board (qemu/host: boot it and check it answers). Returns a report dict."""
+                log=None, extra: dict | None = None) -> dict:
+    """Put the build on its board (qemu/host: boot it and check it answers). Returns a report dict.
+
+    `extra`: runner options (`benchmark_model`: LiteRT's benchmark_model for the adb and ssh runners)."""
     build = load_build(build_dir)
-    chosen = create_runner(build, runner, port, dry_run)
+    chosen = create_runner(build, runner, port, dry_run, extra)
     commands = [shlex.join(c) for c in chosen.commands()]
     image = chosen.image_file
     report = {"board": build.board.name, "runner": chosen.name, "dry_run": dry_run, "commands": commands,
@@ -36,7 +38,10 @@ def flash_build(build_dir, port: str | None = None, runner: str | None = None, d
 
 def open_device(build: Build, port: str | None = None, runner: str | None = None,
                 boot_timeout: float = BOOT_TIMEOUT) -> Session:
-    """A session with the build's device: the given port, or the runner's own line (emulator, host program)."""
+    """A session with the build's device: the given port, or the runner's own line (emulator, host program,
+    a program over ssh, whose --port is the board's address)."""
+    if port and runner_class(build, runner).capabilities.address:
+        return create_runner(build, runner, port).open_session(boot_timeout)
     if port:
         transport = SerialTransport(port, int(build.board.serial.get("baud", 115200)))
         device = Device(transport)

@@ -39,7 +39,7 @@ HOST_CLOCK_MARGIN = 10  # device time over host time accepted (an emulator's vir
 
 def profile_build(build_dir, runs: int | None = None, data=None, port: str | None = None, runner: str | None = None,
                   plot=None, seed: int = 0, progress=None, timeout: float | None = None,
-                  keep_outputs: bool = False) -> dict:
+                  keep_outputs: bool = False, extra: dict | None = None) -> dict:
     """Profile the build on its device and return the report (the --json document).
 
     `timeout`: seconds allowed for each inference of the first `infer` (instead of the estimate from the MACs and
@@ -55,6 +55,9 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
 
         check_path(plot)  # before the device run, not after it
     build = load_build(build_dir)
+    benchmarked = _benchmark_model(build, runner, port, runs, data, plot, extra)
+    if benchmarked is not None:
+        return benchmarked
     if build.model_path is None or not build.model_path.is_file():
         raise EdgekitError(f"build folder {build.dir} has no model file (manifest 'model'); rebuild with edgekit build")
     if runs is not None and runs < 1:
@@ -153,6 +156,23 @@ def _keep(build, report: dict) -> None:
         from edgekit.console import info
 
         info(f"note: could not keep the profile in {build.dir} ({error.strerror or error})")
+
+
+def _benchmark_model(build, runner, port, runs, data, plot, extra) -> dict | None:
+    """Phones (adb) and Linux boards given --benchmark-model (ssh): LiteRT's benchmark_model measures the shipped
+    variant there; None when the device speaks edgekit's protocol instead."""
+    from edgekit.runners import create_runner, runner_class
+
+    cls = runner_class(build, runner)
+    if not cls.capabilities.benchmark:
+        return None
+    chosen = create_runner(build, runner, port, extra=extra)
+    if not getattr(chosen, "benchmarks", True):
+        return None
+    if data is not None or plot is not None:
+        raise UsageError(f"{'--data' if data is not None else '--plot'} needs edgekit's device protocol; "
+                         f"{build.board.name} is measured by LiteRT's benchmark_model (random inputs, no layers)")
+    return chosen.benchmark(runs)
 
 
 def inference_budget(board, macs) -> tuple[float, str]:

@@ -10,8 +10,10 @@ from edgekit.console import fmt, info, json_option, print_json, stdout_console
 @click.option("--port", help="Serial port of the board (e.g. /dev/ttyUSB0); esptool and arduino-cli need it.")
 @click.option("--runner", help="Flash tool to use instead of the board's default (see the board file's runners).")
 @click.option("--dry-run", is_flag=True, help="Print the exact commands instead of running them.")
+@click.option("--benchmark-model", type=click.Path(dir_okay=False),
+              help="adb/ssh runners: LiteRT's benchmark_model (a local binary to copy, or a path on the device).")
 @json_option
-def command(build_dir, port, runner, dry_run, as_json):
+def command(build_dir, port, runner, dry_run, benchmark_model, as_json):
     """Put the build in BUILD_DIR on its board.
 
     \b
@@ -21,7 +23,8 @@ def command(build_dir, port, runner, dry_run, as_json):
     from edgekit.flash import flash_build
 
     log = None if as_json else (lambda line: info(line))
-    report = flash_build(build_dir, port=port, runner=runner, dry_run=dry_run, log=log)
+    extra = {"benchmark_model": benchmark_model} if benchmark_model else None
+    report = flash_build(build_dir, port=port, runner=runner, dry_run=dry_run, log=log, extra=extra)
     if as_json:
         print_json(report)
         return
@@ -40,3 +43,7 @@ def command(build_dir, port, runner, dry_run, as_json):
     if report.get("image_bytes"):
         summary += f"; image {fmt(report['image_bytes'])} of {fmt(report['flash_bytes'])} bytes of flash"
     console.print(summary, highlight=False)
+    if report.get("benchmark"):
+        from edgekit.commands.profile import print_benchmark
+
+        print_benchmark(report["benchmark"])

@@ -17,8 +17,10 @@ from edgekit.console import fmt, json_option, print_json, progress, stdout_conso
 @click.option("--timeout", type=click.FloatRange(min=0.1),
               help="Seconds to allow each inference of the first input (default: the model's MACs at 50 cycles "
                    "each on the board's clock, at least 5 s per phase); later ones get 10x the measured duration.")
+@click.option("--benchmark-model", type=click.Path(dir_okay=False),
+              help="adb/ssh runners: LiteRT's benchmark_model (a local binary to copy, or a path on the device).")
 @json_option
-def command(build_dir, port, runs, data, runner, plot, timeout, as_json):
+def command(build_dir, port, runs, data, runner, plot, timeout, benchmark_model, as_json):
     """Measure latency, memory and output agreement of the build in BUILD_DIR on its device.
 
     \b
@@ -30,9 +32,13 @@ def command(build_dir, port, runs, data, runner, plot, timeout, as_json):
     # rich leaves a blank line on a non-terminal stderr: show the bar only to people.
     with progress(quiet=as_json or not sys.stderr.isatty()) as bar:
         report = profile_build(build_dir, runs=runs, data=data, port=port, runner=runner, plot=plot, progress=bar,
+                               extra={"benchmark_model": benchmark_model} if benchmark_model else None,
                                timeout=timeout)
     if as_json:
         print_json(report)
+        return
+    if report.get("benchmark_model"):
+        print_benchmark(report)
         return
     print_report(report)
 
@@ -82,3 +88,19 @@ def print_report(report: dict) -> None:
         console.print(table("Layers (median)", columns, rows, right_align_from=3))
     if report.get("plot"):
         console.print(f"per-layer chart written to {fmt(report['plot'])}", highlight=False)
+
+
+def print_benchmark(report: dict) -> None:
+    """A benchmark_model run on a phone or Linux board."""
+    console = stdout_console()
+    lat = report["latency_us"]
+    memory = report.get("memory_mb") or {}
+    console.print(f"[bold]{report['model']}[/bold] ({report.get('variant') or 'int8'}) on {report['board']} with "
+                  f"{report['accelerator']}, {report['runs']} runs", highlight=False)
+    rows = [["latency µs", lat["min"], lat["avg"], lat["max"], lat["std"]]]
+    console.print(table("Latency (LiteRT benchmark_model)", ["", "min", "avg", "max", "std"], rows))
+    rows = [["init µs", report.get("init_us")], ["first inference µs", report.get("first_inference_us")],
+            ["warm-up avg µs", report.get("warmup_avg_us")], ["memory init MB", memory.get("init")],
+            ["memory overall MB", memory.get("overall")], ["peak memory MB", memory.get("peak")]]
+    console.print(table("Start-up and memory", ["", "value"], rows))
+    console.print(f"[dim]{report['latency_kind']}[/dim]")

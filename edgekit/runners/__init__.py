@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from edgekit.build_folder import Build
 from edgekit.errors import EdgekitError, UsageError
+from edgekit.runners.adb import AdbRunner
 from edgekit.runners.arduino_cli import ArduinoCliRunner
 from edgekit.runners.base import Capabilities, Runner, RunnerArgs, Session  # noqa: F401  (the interface)
 from edgekit.runners.esptool import EsptoolRunner
@@ -17,10 +18,11 @@ from edgekit.runners.openocd import OpenocdRunner
 from edgekit.runners.pyocd import PyocdRunner
 from edgekit.runners.qemu import QemuRunner
 from edgekit.runners.qemu_user import QemuUserRunner
+from edgekit.runners.ssh import SshRunner
 from edgekit.runners.uf2 import Uf2Runner
 
 RUNNERS = {cls.name: cls for cls in (QemuRunner, HostRunner, EsptoolRunner, PyocdRunner, OpenocdRunner,
-                                     Uf2Runner, ArduinoCliRunner, QemuUserRunner)}
+                                     Uf2Runner, ArduinoCliRunner, QemuUserRunner, AdbRunner, SshRunner)}
 
 
 def allowed_runners(board) -> list[str]:
@@ -43,6 +45,8 @@ def runner_class(build: Build, name: str | None = None) -> type[Runner]:
     return RUNNERS[name]
 
 
-def create_runner(build: Build, name: str | None = None, port: str | None = None, dry_run: bool = False) -> Runner:
+def create_runner(build: Build, name: str | None = None, port: str | None = None, dry_run: bool = False,
+                  extra: dict | None = None) -> Runner:
     """The runner the board names (or `name`), created with everything it needs."""
-    return runner_class(build, name).create(build.board, build, RunnerArgs(port=port, dry_run=dry_run))
+    return runner_class(build, name).create(build.board, build, RunnerArgs(port=port, dry_run=dry_run,
+                                                                           extra=dict(extra or {})))

@@ -32,6 +32,8 @@ class Capabilities:
     flash: bool = False  # can put an image on the device
     reset: bool = False  # resets the device after flashing
     serial: bool = False  # provides the device's serial line itself (emulator socket, process pipes)
+    address: bool = False  # --port is the device's address for the runner (adb serial, ssh destination)
+    benchmark: bool = False  # can run LiteRT's benchmark_model there (phones and Linux boards)
 
 
 @dataclass
