@@ -67,11 +67,14 @@ def qemu_pids(marker: str) -> list[int]:
 
 
 def test_every_runner_has_the_one_interface():
-    assert set(RUNNERS) == {"qemu", "host", "esptool", "pyocd", "openocd", "uf2", "arduino-cli"}
+    assert set(RUNNERS) == {"qemu", "host", "esptool", "pyocd", "openocd", "uf2", "arduino-cli", "qemu-user", "adb",
+                            "ssh"}
     for name, cls in RUNNERS.items():
         assert cls.name == name and cls.capabilities.flash and cls.install_hint
     assert RUNNERS["qemu"].capabilities.serial and RUNNERS["host"].capabilities.serial
     assert not RUNNERS["esptool"].capabilities.serial
+    assert RUNNERS["qemu-user"].capabilities.serial and RUNNERS["ssh"].capabilities.serial
+    assert RUNNERS["adb"].capabilities.benchmark and RUNNERS["ssh"].capabilities.address
 
 
 def test_esptool_dry_run_writes_each_image_at_the_chips_offsets(tmp_path):
