@@ -57,7 +57,8 @@ def print_document(document: dict) -> None:
     rows = [[label + (unit if key == "latency_us" else ""), *(e[key] for e in entries)] for key, label in ROWS
             if any(e[key] is not None for e in entries)]
     rows.append(["status", *(e["status"] for e in entries)])
-    console.print(table(f"edgekit compare: {document['model']} on {document['board']} ({document['runs']} runs)",
+    console.print(table(f"edgekit compare: {document['model']} on {document['board']} ({document['runs']} "
+                        f"run{'s' * (document['runs'] != 1)} each)",
                         ["", *names], rows))
     ran = [e["backend"] for e in entries if e["status"] == "ok"]
     if document["by_op"]:
