@@ -48,3 +48,21 @@ def test_qemu_aarch64_build_flash_profile_is_bit_exact(tmp_path):
 
     dry = flash_build(out, dry_run=True)
     assert dry["runner"] == "qemu-user" and dry["commands"] == [f"qemu-aarch64 {program}"]
+    _shared_library_is_bit_exact(out, manifest)
+
+
+def _shared_library_is_bit_exact(out: Path, manifest: dict) -> None:
+    """A program linked against libedgekit_model.so through edgekit_backend.h alone gives TFLite Micro's output."""
+    import numpy as np
+
+    from edgekit.reference import run_reference
+
+    driver = out / "build" / "driver"
+    subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-Iapp", str(REPO / "tests" / "shared_library_driver.c"),
+                    "-Lbuild", "-ledgekit_model", "-o", str(driver)], cwd=out, check=True, capture_output=True)
+    model = (out / manifest["model"]).read_bytes()
+    x = np.random.default_rng(3).integers(-128, 128, size=manifest["input"]["shape"], dtype=np.int8)
+    ran = subprocess.run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", "-E", "LD_LIBRARY_PATH=build",
+                          str(driver)], cwd=out, input=x.tobytes(), capture_output=True, check=True, timeout=60)
+    expected = np.asarray(run_reference(model, x[None])[0], dtype=np.int8)
+    assert np.array_equal(np.frombuffer(ran.stdout, dtype=np.int8), expected.reshape(-1))
