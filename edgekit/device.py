@@ -517,6 +517,27 @@ class Device:
                 return data
         raise DeviceError(f"{self.transport.description} did not answer ek-out")
 
+    def layer_output(self, layer: int, nbytes: int, timeout: float | None = None) -> bytes:
+        """`ek-layer-out N`: the device runs layers 0..N of one inference on the uploaded input and sends layer N's
+        output tensor; exactly `nbytes` (its size in the model) are accepted."""
+        if not 0 <= layer < MAX_LAYERS:
+            raise DeviceError(f"layer index {layer} is out of range; expected 0 to {MAX_LAYERS - 1}")
+        budget = min(MAX_LINE, 2 * nbytes + 64) + REPLY_BYTES
+        prefix = f"m-ek-layer-out-{layer}-"
+        for line in self.command(f"ek-layer-out {layer}", timeout=timeout, max_bytes=budget):
+            body = _strip_prefix(line, prefix)
+            if body is not None:
+                try:
+                    data = bytes.fromhex(body)
+                except ValueError:
+                    raise DeviceReplyError(f"{self.transport.description} sent an ek-layer-out line that is not "
+                                           "hex") from None
+                if len(data) != nbytes:
+                    raise DeviceReplyError(f"ek-layer-out {layer} has {len(data)} bytes; expected {nbytes}, the size "
+                                           "of that layer's output tensor in the model")
+                return data
+        raise DeviceError(f"{self.transport.description} did not answer ek-layer-out {layer}")
+
     def _output_elements(self) -> int | None:
         info = self.announced
         if info is None or not info.output_bytes or info.output_type not in TYPE_BYTES:

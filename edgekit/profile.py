@@ -39,13 +39,14 @@ HOST_CLOCK_MARGIN = 10  # device time over host time accepted (an emulator's vir
 
 def profile_build(build_dir, runs: int | None = None, data=None, port: str | None = None, runner: str | None = None,
                   plot=None, seed: int = 0, progress=None, timeout: float | None = None,
-                  keep_outputs: bool = False, extra: dict | None = None) -> dict:
+                  keep_outputs: bool = False, extra: dict | None = None, validate_layers: bool = False) -> dict:
     """Profile the build on its device and return the report (the --json document).
 
     `timeout`: seconds allowed for each inference of the first `infer` (instead of the estimate from the MACs and
     the board's clock, see inference_budget); later ones get ten times the measured duration. `keep_outputs`:
     the report gets `outputs`, the raw output values of each input's last inference (edgekit.compare compares
-    backends with them).
+    backends with them). `validate_layers`: also each layer's output for a few inputs, against the reference's
+    and the float model's intermediate tensors (edgekit.validate_layers; kept in edgekit-validate.json).
     """
     from edgekit.fileio import MAX_MODEL_BYTES, read_input_file
     from edgekit.tflite_model import load_tflite
@@ -55,6 +56,8 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
 
         check_path(plot)  # before the device run, not after it
     build = load_build(build_dir)
+    if validate_layers and build.manifest.get("backend") != "native":
+        _refuse_layer_validation(build)
     benchmarked = _benchmark_model(build, runner, port, runs, data, plot, extra)
     if benchmarked is not None:
         return benchmarked
@@ -128,6 +131,13 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         device.infer(1, 0, per_inference=per_inference, floor=floor, basis=basis)
         again = np.frombuffer(device.output(), dtype=tout.dtype)
         deterministic = bool(np.array_equal(again, records[-1]["output"]))
+        layer_validation = None
+        if validate_layers:
+            from edgekit.validate_layers import validate_layers as fetch_and_compare
+
+            float_inputs = _dequantized(inputs[:used], tin)
+            layer_validation = fetch_and_compare(build, graph, device, inputs[:used], float_inputs,
+                                                 progress=progress)
 
     report = _report(build, info, memory, records, reference, labels, tout)
     report["deterministic"] = deterministic
@@ -138,12 +148,37 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
     if plot:
         plot_layers(report, plot)
         report["plot"] = str(plot)
+    if layer_validation is not None:
+        report["layer_validation"] = layer_validation
+        _keep(build, layer_validation, "edgekit-validate.json")
     _keep(build, report)
     return report
 
 
-def _keep(build, report: dict) -> None:
-    """The report, kept in the build folder for `edgekit report` (edgekit-profile.json)."""
+def _refuse_layer_validation(build) -> None:
+    """Before any work: only the native backend answers ek-layer-out (edgekit.validate_layers says why)."""
+    backend = build.manifest.get("backend")
+    cost = ""
+    if build.model_path and build.model_path.is_file():
+        from edgekit.tflite_model import load_tflite
+        from edgekit.validate_layers import tflm_preserve_all_arena_bytes
+
+        cost = (f" (its MicroInterpreter keeps them only with preserve_all_tensors: about "
+                f"{tflm_preserve_all_arena_bytes(load_tflite(build.model_path)):,} bytes of activations in the arena, "
+                "no reuse)")
+    raise UsageError(f"--validate-layers needs the native backend; this build uses {backend}, whose application "
+                     f"keeps no layer outputs{cost}; build with --backend native")
+
+
+def _dequantized(inputs: np.ndarray, tensor) -> np.ndarray:
+    """The int8 inputs as the float model takes them: (q - zero point) x scale."""
+    if not len(tensor.scale):
+        return inputs.astype(np.float32)
+    return ((inputs.astype(np.float32) - float(tensor.zero_point[0])) * float(tensor.scale[0])).astype(np.float32)
+
+
+def _keep(build, report: dict, name: str | None = None) -> None:
+    """The report, kept in the build folder for `edgekit report` (edgekit-profile.json by default)."""
     import json
 
     from edgekit.build_folder import json_safe
@@ -151,7 +186,7 @@ def _keep(build, report: dict) -> None:
     from edgekit.report import PROFILE_FILE
 
     try:
-        atomic_write_bytes(build.dir / PROFILE_FILE, (json.dumps(json_safe(report), indent=1) + "\n").encode())
+        atomic_write_bytes(build.dir / (name or PROFILE_FILE), (json.dumps(json_safe(report), indent=1) + "\n").encode())
     except OSError as error:  # a read-only build folder: the report itself is still printed
         from edgekit.console import info
 

@@ -19,8 +19,12 @@ from edgekit.console import fmt, json_option, print_json, progress, stdout_conso
                    "each on the board's clock, at least 5 s per phase); later ones get 10x the measured duration.")
 @click.option("--benchmark-model", type=click.Path(dir_okay=False),
               help="adb/ssh runners: LiteRT's benchmark_model (a local binary to copy, or a path on the device).")
+@click.option("--validate-layers", is_flag=True,
+              help="Also fetch every layer's int8 output from the device (ek-layer-out) for 3 inputs and compare it "
+                   "with TFLite Micro's and the float model's intermediate tensors; names the first layer that "
+                   "diverges.")
 @json_option
-def command(build_dir, port, runs, data, runner, plot, timeout, benchmark_model, as_json):
+def command(build_dir, port, runs, data, runner, plot, timeout, benchmark_model, validate_layers, as_json):
     """Measure latency, memory and output agreement of the build in BUILD_DIR on its device.
 
     \b
@@ -33,7 +37,7 @@ def command(build_dir, port, runs, data, runner, plot, timeout, benchmark_model,
     with progress(quiet=as_json or not sys.stderr.isatty()) as bar:
         report = profile_build(build_dir, runs=runs, data=data, port=port, runner=runner, plot=plot, progress=bar,
                                extra={"benchmark_model": benchmark_model} if benchmark_model else None,
-                               timeout=timeout)
+                               timeout=timeout, validate_layers=validate_layers)
     if as_json:
         print_json(report)
         return
@@ -86,6 +90,8 @@ def print_report(report: dict) -> None:
         if report["emulated"]:
             columns.append("instructions")
         console.print(table("Layers (median)", columns, rows, right_align_from=3))
+    if report.get("layer_validation"):
+        print_layer_validation(console, report["layer_validation"])
     if report.get("plot"):
         console.print(f"per-layer chart written to {fmt(report['plot'])}", highlight=False)
 
@@ -104,3 +110,30 @@ def print_benchmark(report: dict) -> None:
             ["memory overall MB", memory.get("overall")], ["peak memory MB", memory.get("peak")]]
     console.print(table("Start-up and memory", ["", "value"], rows))
     console.print(f"[dim]{report['latency_kind']}[/dim]")
+
+
+def print_layer_validation(console, v: dict) -> None:
+    """Per-layer figures against the reference (and the float model), and the first layer that diverges."""
+    has_float = any("float" in row for row in v["layers"])
+    columns = ["#", "Keras layer", "op", "max |diff| steps", "cos", "rmse"]
+    if has_float:
+        columns += ["float cos", "float rmse", "float max |diff|"]
+    rows = []
+    for row in v["layers"]:
+        r = row["reference"]
+        cells = [row["index"], row.get("layer") or "-", row["op"], r["max_abs_diff"], f"{r['cos']:.6f}",
+                 f"{r['rmse']:.4g}"]
+        if has_float:
+            f = row.get("float") or {}
+            cells += [f"{f['cos']:.5f}" if f else "-", f"{f['rmse']:.4g}" if f else "-",
+                      f"{f['max_abs_diff']:.4g}" if f else "-"]
+        rows.append(cells)
+    title = f"Layers vs TFLite Micro{' and the float model' if has_float else ''} ({v['samples']} inputs)"
+    console.print(table(title, columns, rows, right_align_from=3))
+    first = v.get("first_divergent")
+    if first:
+        console.print(f"[red]first layer that diverges from the reference: {first['label']} "
+                      f"(max |diff| {first['max_abs_diff']} int8 steps)[/red]", highlight=False)
+    else:
+        console.print(f"[green]every layer within {v['diverge_steps']} int8 step of the reference[/green]",
+                      highlight=False)

@@ -231,8 +231,10 @@ def read_sizes(size_tool: str, firmware: Path) -> dict:
     return {"text": text, "data": data, "bss": bss, "flash_bytes": text + data, "ram_static_bytes": data + bss}
 
 
-def compile_project(project_dir, board) -> CompileResult:
-    """Compile and link the project with -O2 -DEK_PROFILE_LAYERS; one-line error and build/compile.log on failure."""
+def compile_project(project_dir, board, defines=()) -> CompileResult:
+    """Compile and link the project with -O2 -DEK_PROFILE_LAYERS; one-line error and build/compile.log on failure.
+
+    `defines`: extra preprocessor definitions ("NAME=VALUE"), for test builds such as EK_TEST_CORRUPT_LAYER."""
     board = _board(board)
     platform = _platform(board)
     project_dir = Path(project_dir)
@@ -245,7 +247,8 @@ def compile_project(project_dir, board) -> CompileResult:
     build_dir.mkdir(exist_ok=True)
     firmware = project_dir / platform.firmware
     partial = firmware.with_name(f".{firmware.name}.partial")
-    command = [compiler, *compile_flags, f'-DEK_VERSION="{version_text()}"', *sources, *link_flags,
+    command = [compiler, *compile_flags, f'-DEK_VERSION="{version_text()}"', *(f"-D{d}" for d in defines),
+               *sources, *link_flags,
                "-o", str(partial.relative_to(project_dir))]
     log_path = build_dir / "compile.log"
     try:

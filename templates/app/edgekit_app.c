@@ -422,6 +422,43 @@ static void cmd_ek_layers(void) {
   }
 }
 
+#if defined(__GNUC__)
+/* The default for backends that keep no layer outputs (edgekit_backend.h): the backend's own one wins at link. */
+__attribute__((weak)) const void *ek_model_layer_output(uint16_t layer, uint32_t *bytes) {
+  (void)layer;
+  *bytes = 0u;
+  return NULL;
+}
+#endif
+
+/* ek-layer-out N: run layers 0..N of one inference on the uploaded input, then print layer N's output tensor. */
+static void cmd_ek_layer_out(char *arg) {
+  uint32_t n;
+  uint32_t bytes = 0u;
+  uint32_t i;
+  const uint8_t *data;
+  if (parse_u32(arg, &n) != 0 || n >= info->num_layers) {
+    out_error("ek-layer-out needs a layer index below the ek-info layers");
+    return;
+  }
+  if (!model_ready) {
+    out_error("model not initialized");
+    return;
+  }
+  data = (const uint8_t *)ek_model_layer_output((uint16_t)n, &bytes);
+  if (data == NULL) {
+    out_error("ek-layer-out: this backend keeps no layer outputs");
+    return;
+  }
+  out_str("m-ek-layer-out-");
+  out_u64(n);
+  out_char('-');
+  for (i = 0; i < bytes; i++) {
+    out_hex_byte(data[i]);
+  }
+  out_end();
+}
+
 static void cmd_ek_out(void) {
   const uint8_t *out = (const uint8_t *)ek_model_output();
   uint32_t i;
@@ -493,6 +530,8 @@ static void handle(char *cmd) {
     cmd_ek_layers();
   } else if (strcmp(words[0], "ek-out") == 0) {
     cmd_ek_out();
+  } else if (strcmp(words[0], "ek-layer-out") == 0) {
+    cmd_ek_layer_out(words[1]);
   } else {
     out_str("e-[unknown command: ");
     out_text(echo, EK_ECHO_MAX);

@@ -60,6 +60,13 @@ uint32_t ek_model_arena_used(void);
 const char *ek_model_layer_name(uint16_t layer);
 uint64_t ek_model_layer_ticks(uint16_t layer);
 
+/* Per-layer validation (ek-layer-out, `edgekit profile --validate-layers`): run layers 0 .. layer of one inference
+ * on the current input and return where that layer's output tensor is, its size in *bytes; NULL when the backend
+ * cannot (the application then answers with an error). Optional: the application carries a weak default that
+ * returns NULL, so a backend without it still links (GCC and Clang). The native backend implements it from its
+ * memory plan, which knows where every tensor lives. */
+const void *ek_model_layer_output(uint16_t layer, uint32_t *bytes);
+
 #ifdef __cplusplus
 }
 #endif
