@@ -106,7 +106,7 @@ def _quantize_stage(model_path: Path, model, data, recipe, stages: list, advance
     advance("quantize")
     started = time.monotonic()
     options = dict(getattr(recipe, "quantize", None) or {}) if recipe else {}
-    kwargs = {k: options[k] for k in ("calibration_samples", "eval_samples") if k in options}
+    kwargs = {k: options[k] for k in ("calibration_samples", "eval_samples", "per_channel") if k in options}
     result = quantize(model, dataset, quiet=True, **kwargs)
     source.update(float_bytes=result.float_bytes, keras_names=result.keras_names, quantize_report=result.report)
     stages.append({"stage": "quantize", "seconds": round(time.monotonic() - started, 2),

@@ -21,6 +21,7 @@ COMMANDS = {
     "analyze": ("analyze", "MACs, parameters, RAM and flash of an int8 model, and whether it fits a board."),
     "optimize": ("optimize", "Prune, distill or factorize a Keras model and report what each step saved."),
     "build": ("build", "Run the whole pipeline and generate a C project for a board."),
+    "tune": ("tune", "Search optimize/quantize settings for the best model that meets a board's budget."),
     "flash": ("flash", "Put a built project on its board (or start it in the emulator)."),
     "profile": ("profile", "Measure latency, memory and output agreement on the device."),
     "compare": ("compare", "Build and profile each backend on one board, side by side."),
@@ -80,6 +81,7 @@ INT_RANGES = {
     "epochs": (0, 10_000),
     "max_epochs": (1, 10_000),
     "batch_size": (1, INT_MAX),
+    "trials": (1, 100_000),
 }
 
 

@@ -35,9 +35,10 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 
 BACKENDS = ("native", "tflm")
-TOP_LEVEL_KEYS = ("model", "data", "board", "backend", "optimize", "quantize", "build")
+TOP_LEVEL_KEYS = ("model", "data", "board", "backend", "optimize", "quantize", "build", "tune")
 # [quantize] and [build] keys -> (type, description of what is expected). Stages extend these as they grow.
-QUANTIZE_KEYS = {"calibration_samples": (int, "an integer > 0"), "eval_samples": (int, "an integer > 0")}
+QUANTIZE_KEYS = {"calibration_samples": (int, "an integer > 0"), "eval_samples": (int, "an integer > 0"),
+                 "per_channel": (bool, "true or false (one weight scale per output channel, or per tensor)")}
 BUILD_KEYS = {
     "arena_margin": (float, f"a number from 0 to 10 (fraction of extra TFLite Micro arena)"),
     "output": (str, "a folder path"),
@@ -58,10 +59,12 @@ class Recipe:
     optimize: list[dict] = field(default_factory=list)
     quantize: dict = field(default_factory=dict)
     build: dict = field(default_factory=dict)
+    tune: dict = field(default_factory=dict)  # the search space and budget of `edgekit tune` (see edgekit.tune)
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "model": _str(self.model), "data": _str(self.data), "board": self.board,
-                "backend": self.backend, "optimize": self.optimize, "quantize": self.quantize, "build": self.build}
+                "backend": self.backend, "optimize": self.optimize, "quantize": self.quantize, "build": self.build,
+                "tune": self.tune}
 
 
 def _shown(value, limit: int = 80) -> str:
@@ -128,6 +131,10 @@ def parse_recipe(data: dict, path) -> Recipe:
         recipe.optimize.append({k: checked[k] for k in step} | {"technique": checked["technique"]})
     recipe.quantize = _table(data, "quantize", QUANTIZE_KEYS, name)
     recipe.build = _table(data, "build", BUILD_KEYS, name)
+    if "tune" in data:
+        from edgekit.tune import parse_tune_table
+
+        recipe.tune = parse_tune_table(data["tune"], name)
     if "output" in recipe.build:
         if not recipe.build["output"]:
             raise EdgekitError(f"{name}: [build] 'output' must be a folder path, got ''")
@@ -155,7 +162,7 @@ def _table(data: dict, key: str, schema: dict, name: str) -> dict:
         kind, expected = schema[k]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        ok = isinstance(value, kind) and not isinstance(value, bool)
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
         if ok and kind is int:
             ok = value > 0
         if ok and kind is float:  # NaN fails every comparison; inf is no margin

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi gcc make cmake python3-venv
               qemu-user gcc-aarch64-linux-gnu  # these two: the qemu-aarch64 and linux-aarch64 boards
-              chromium)  # headless, it renders `edgekit report` pages in the tests (tests/test_report.py)
+              chromium  # headless, it renders `edgekit report` pages in the tests (tests/test_report.py)
+              postgresql)  # the server the distributed `edgekit tune` test starts a throwaway cluster of
 # --tflm: also what compiling TFLite Micro projects needs (its C++ library for Arm alone is about 1.5 GB)
 if [ "${1:-}" = "--tflm" ]; then
   apt_packages+=(libstdc++-arm-none-eabi-newlib)
@@ -34,5 +35,5 @@ if [ "$managed" = 1 ]; then
 fi
 
 echo "setup: installing edgekit and its pinned dependencies (pip)"
-"$python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+"$python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,distributed]"
 echo "setup: done ($("$python" -m edgekit --version))"
