@@ -12,6 +12,10 @@
 
     [quantize]
     calibration_samples = 200
+    # per_channel = false             # one weight scale per tensor instead of per output channel
+
+    # [tune]                          # the search space and budget of `edgekit tune` (docs/tune.md)
+    # max_ram = 8192
 
     [build]
     output = "build-digits"           # the default of -o

@@ -289,8 +289,9 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-_DRIVERS = {"postgresql": "psycopg2", "postgresql+psycopg2": "psycopg2", "postgresql+psycopg": "psycopg",
-            "postgres": "psycopg2", "mysql": "MySQLdb", "mysql+pymysql": "pymysql", "mysql+mysqldb": "MySQLdb"}
+# URL scheme -> the driver module SQLAlchemy (2.1) loads for it; postgresql:// means psycopg 3 there.
+_DRIVERS = {"postgresql": "psycopg", "postgresql+psycopg": "psycopg", "postgresql+psycopg2": "psycopg2",
+            "mysql": "MySQLdb", "mysql+pymysql": "pymysql", "mysql+mysqldb": "MySQLdb"}
 
 
 def check_storage(url: str) -> None:
@@ -304,15 +305,16 @@ def check_storage(url: str) -> None:
         raise EdgekitError("edgekit tune needs optuna; install it with `pip install optuna` (an edgekit "
                            "dependency)") from None
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if not scheme or not (scheme.startswith(("sqlite", "postgres", "mysql", "mariadb", "oracle", "mssql"))):
+    if not scheme or not (scheme.startswith(("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql"))):
         raise UsageError(f"--storage {redact(url)!r}: expected a database URL such as postgresql://user@host/db "
                          "or sqlite:///path/study.db")
     driver = _DRIVERS.get(scheme)
     if driver and not _importable(driver):
-        extra = "edgekit[distributed]" if scheme.startswith("postgres") else f"the {driver} package"
+        if scheme == "postgresql":
+            raise EdgekitError(f"--storage postgresql:// needs the PostgreSQL driver {driver}, which is not "
+                               "installed; install it with `pip install 'edgekit[distributed]'`")
         raise EdgekitError(f"--storage {scheme}:// needs the database driver {driver}, which is not installed; "
-                           f"install it with `pip install '{extra}'`" if scheme.startswith("postgres") else
-                           f"--storage {scheme}:// needs the database driver {driver}; install {extra}")
+                           f"install the {driver} package")
 
 
 def _importable(module: str) -> bool:
@@ -331,7 +333,7 @@ def open_study(url: str, name: str, settings: dict, sampler):
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is said once, by run_tune
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -839,6 +841,10 @@ def run_tune(model, data, board_name: str, out, *, space: Space, budget: Budget,
     task = progress.add_task("tune", total=trials, completed=min(start, trials)) if progress else None
 
     def after_trial(study_, frozen):
+        if frozen.state == optuna.trial.TrialState.FAIL and frozen.user_attrs.get("error"):
+            from edgekit.console import info
+
+            info(f"trial {frozen.number} failed: {frozen.user_attrs['error']}", quiet)
         document = report(study, tuner, url, trials)
         _write_json(out / RESULT, document)
         if progress:
