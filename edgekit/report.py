@@ -91,7 +91,9 @@ def gather(folder: Path) -> dict:
             "quantize": data.get("quantize"), "optimize": data.get("optimize"), "stages": data.get("stages") or [],
             "profile": _read_json(folder / PROFILE_FILE, "profile report"),
             "validate": _read_json(folder / VALIDATE_FILE, "per-layer validation"),
-            "tune": _read_json(folder / "tune.json", "tune.json"), "compare": compare, "tensors": tensors}
+            # tune.json beside the build (`edgekit build --recipe TUNE_DIR/edgekit.toml` builds into TUNE_DIR/build)
+            "tune": _read_json(folder / "tune.json", "tune.json") or _read_json(folder.parent / "tune.json",
+                                                                                "tune.json"), "compare": compare, "tensors": tensors}
 
 
 # -- HTML helpers ---------------------------------------------------------------------------------------------

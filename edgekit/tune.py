@@ -660,6 +660,41 @@ def pareto_front(rows: list[dict]) -> list[int]:
     return sorted(front)
 
 
+def front_rows(rows: list[dict], unit: str) -> list[dict]:
+    """The Pareto front as flat rows (what the table, the picture and `edgekit report` show)."""
+    by_number = {r["number"]: r for r in rows}
+    front = []
+    for number in pareto_front(rows):
+        r = by_number[number]
+        v = r["values"]
+        front.append({"trial": number, "accuracy": v["accuracy"],
+                      ("instructions" if unit == "instructions" else "latency_ms"): v["latency"],
+                      "ram_bytes": int(v["ram_bytes"]), "flash_bytes": int(v["flash_bytes"]),
+                      "meets_budget": r["feasible"], "rejected_before_training": bool(r["rejected_before_training"]),
+                      "settings": describe(r["params"])})
+    return front
+
+
+def describe(params: dict | None) -> str:
+    """A trial's settings in a few words."""
+    if not params:
+        return "-"
+    parts = []
+    if params.get("structured"):
+        parts.append(f"structured {params['structured']:.2f}")
+    if params.get("rank_energy") is not None:
+        parts.append(f"low-rank {params['rank_energy']:.2f}")
+    if params.get("prune"):
+        parts.append(f"sparsity {params['prune']:.2f}")
+    if params.get("distill") and params.get("epochs"):
+        parts.append("distill")
+    parts.append(f"{params.get('epochs')} ep, lr {params.get('lr'):g}")
+    parts.append(params.get("quantization", ""))
+    if params.get("backend") != "native":
+        parts.append(params.get("backend", ""))
+    return ", ".join(p for p in parts if p)
+
+
 def best_row(rows: list[dict]) -> dict | None:
     """The feasible trial with the best metric (then the least latency, RAM and flash)."""
     feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"] and not r["rejected_before_training"]]
@@ -722,7 +757,7 @@ def plot_front(document: dict, path: Path) -> None:
 
     plt = pyplot()
     rows = [r for r in document["trials"] if r["state"] == "COMPLETE" and r["values"]]
-    front = set(document["front"])
+    front = {f["trial"] for f in document["front"]}
     figure, ax = plt.subplots(figsize=(7.5, 4.8))
     if rows:
         latency = [r["values"]["latency"] for r in rows]
@@ -888,7 +923,7 @@ def report(study, tuner: Tuner, url: str, trials: int) -> dict:
         "trials_in_study": len(rows), "trials_complete": len(done),
         "trials_run_here": sum(1 for r in rows if r["worker"] == tuner.worker),
         "rejected_before_training": sum(1 for r in done if r["rejected_before_training"]),
-        "front": pareto_front(rows),
+        "front": front_rows(rows, tuner.latency_unit),
         "met_budget": best is not None,
         "best": best,
         "closest": [] if best is not None else closest_rows(rows, tuner.budget, baseline["accuracy"]),
@@ -925,12 +960,6 @@ def export(document: dict, tuner: Tuner) -> None:
         write_recipe(out / RECIPE, best, tuner.model_path, tuner.data_path, tuner.board.name, document["study"])
         outputs.update(keras=str(out / BEST_KERAS), tflite=str(out / BEST_TFLITE), recipe=str(out / RECIPE),
                        tflite_sha256=hashlib.sha256(tflite).hexdigest())
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        outputs["plot"] = None
-        outputs["plot_note"] = "no front.png: matplotlib is not installed (pip install 'edgekit[plots]')"
-        return
     plot_front(document, out / FRONT_PNG)
     outputs["plot"] = str(out / FRONT_PNG)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.console import info, json_option, print_json, progress, stdout_console, table
+from edgekit.console import json_option, print_json, progress, stdout_console, table
 
 _RANGE_HELP = "LOW:HIGH, one value, or off"
 
@@ -140,40 +140,24 @@ def command(model, data, board_name, output, recipe, max_ram, max_flash, max_lat
     print_front(document)
 
 
-def _settings(params: dict | None) -> str:
-    if not params:
-        return "-"
-    parts = []
-    if params.get("structured"):
-        parts.append(f"structured {params['structured']:.2f}")
-    if params.get("rank_energy") is not None:
-        parts.append(f"low-rank {params['rank_energy']:.2f}")
-    if params.get("prune"):
-        parts.append(f"sparsity {params['prune']:.2f}")
-    if params.get("distill") and params.get("epochs"):
-        parts.append("distill")
-    parts.append(f"{params.get('epochs')} ep, lr {params.get('lr'):g}")
-    parts.append(params.get("quantization", ""))
-    if params.get("backend") != "native":
-        parts.append(params.get("backend", ""))
-    return ", ".join(p for p in parts if p)
-
-
 def print_front(document: dict) -> None:
     """The Pareto front (and the unpruned model), the best trial meeting the budget, or the closest ones."""
+    from edgekit.tune import describe
+
     console = stdout_console()
     unit = "instructions" if document["latency_unit"] == "instructions" else "latency ms (est.)"
     rows_by_number = {r["number"]: r for r in document["trials"]}
     base = document["baseline"]
     rows = [["unpruned", f"{100 * base['accuracy']:.2f}%", base["ram_bytes"], base["flash_bytes"],
              base["latency"] if unit == "instructions" else round(base["latency"], 3), "-", "-"]]
-    for number in document["front"]:
+    for f in document["front"]:
+        number = f["trial"]
         r = rows_by_number[number]
         v = r["values"]
         meets = "yes" if r["feasible"] else ("rejected before training" if r["rejected_before_training"] else "no")
         rows.append([number, f"{100 * v['accuracy']:.2f}%", int(v["ram_bytes"]), int(v["flash_bytes"]),
                      int(v["latency"]) if unit == "instructions" else round(v["latency"], 3), meets,
-                     _settings(r["params"])])
+                     describe(r["params"])])
     title = (f"edgekit tune: Pareto front of {document['trials_complete']} trials "
              f"({document['trials_run_here']} run here, {document['rejected_before_training']} rejected before "
              f"training) of {Path(document['model']).name} on {document['board']}")
@@ -185,7 +169,7 @@ def print_front(document: dict) -> None:
     if best is not None:
         v = best["values"]
         drop = 100 * (base["accuracy"] - v["accuracy"])
-        console.print(f"best within the budget: trial {best['number']} ({_settings(best['params'])}): accuracy "
+        console.print(f"best within the budget: trial {best['number']} ({describe(best['params'])}): accuracy "
                       f"{100 * v['accuracy']:.2f}% ({abs(drop):.2f} points {'lost' if drop >= 0 else 'gained'}), RAM {int(v['ram_bytes']):,} B, flash "
                       f"{int(v['flash_bytes']):,} B, {unit} {v['latency']:,.0f}", highlight=False, markup=False)
         out = document["outputs"]
@@ -194,9 +178,7 @@ def print_front(document: dict) -> None:
     else:
         console.print("no trial meets the budget; the closest:", highlight=False, markup=False)
         for c in document["closest"]:
-            console.print(f"  trial {c['number']} ({_settings(c['params'])}): {'; '.join(c['violations'] or [])}",
+            console.print(f"  trial {c['number']} ({describe(c['params'])}): {'; '.join(c['violations'] or [])}",
                           highlight=False, markup=False)
     if document["outputs"].get("plot"):
         console.print(f"front picture: {document['outputs']['plot']}", highlight=False, markup=False)
-    elif document["outputs"].get("plot_note"):
-        info(document["outputs"]["plot_note"])
