@@ -730,6 +730,8 @@ def write_recipe(path: Path, row: dict, model_path: Path, data_path: Path, board
              "budget", f"#   edgekit build --recipe {path}", "",
              f"model = {json.dumps(rel(model_path))}", f"data = {json.dumps(rel(data_path))}",
              f"board = {json.dumps(board)}", f"backend = {json.dumps(params['backend'])}", ""]
+    if params["backend"] == "tflm":
+        lines.insert(2, "#   (the tflm backend: with --tflm-dir DIR or TFLM_DIR set, as the tune had)")
     for step in row["steps"]:
         lines.append("[[optimize]]")
         for k, v in step.items():
@@ -841,7 +843,6 @@ def run_tune(model, data, board_name: str, out, *, space: Space, budget: Budget,
         out.mkdir(parents=True, exist_ok=True)
     measurer = Measurer(board, out / "cache", str(tflm_dir) if tflm_dir else None, measure_firmware)
     tuner = Tuner(model_path, data_path, board, space, budget, out, measurer, seed=seed, quiet=quiet)
-    tuner.load()
 
     import optuna
 
@@ -859,6 +860,7 @@ def run_tune(model, data, board_name: str, out, *, space: Space, budget: Budget,
         seed=sampler_seed, multivariate=True,
         n_startup_trials=max(4, min(10, trials // 3)))
 
+    tuner.load()  # after the study: a study of other settings is refused before TensorFlow loads
     baseline = study.user_attrs.get("baseline")
     if baseline is None:
         baseline = tuner.measure_baseline(space.backend[0])
