@@ -373,6 +373,10 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
             stages.append({"stage": "compile", "seconds": round(time.monotonic() - started, 2), **compiled})
         else:
             stages.append({"stage": "compile", "skipped": "--no-compile"})
+        if (flash or profile) and not manifest.get("firmware"):  # refused before the folder is kept: no output
+            raise EdgekitError(f"cannot {'flash' if flash else 'profile'}: the project was not compiled "
+                               f"({compiled.get('skipped') if compiled else 'no compile'}); build without "
+                               f"--{'flash' if flash else 'profile'} to get the project")
         _write_manifest(out, manifest)
         swap.commit()
     advance("flash" if flash else "profile")
@@ -382,15 +386,11 @@ def _build_locked(model_path, board, backend, out, data, recipe_obj, arena_bytes
     if flash:
         from edgekit.flash import flash_build
 
-        if not manifest.get("firmware"):
-            raise EdgekitError(f"cannot flash: the project was not compiled ({compiled.get('skipped') if compiled else 'no compile'})")
         result["flash"] = flash_build(out, port=port)
         advance("profile")
     if profile:
         from edgekit.profile import profile_build
 
-        if not manifest.get("firmware"):
-            raise EdgekitError("cannot profile: the project was not compiled")
         result["profile"] = profile_build(out, runs=runs, data=data, port=port)
         from edgekit.report import write_report
 

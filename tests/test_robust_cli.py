@@ -1,6 +1,7 @@
 """Failure classes found by a hostile sweep of the whole CLI (every command, its options, wrong file kinds), one
 test per class: each asserts the fix on the real MLPerf Tiny KWS model or a semantic edit of it."""
 
+import shutil
 import sys
 
 import numpy as np
@@ -45,6 +46,19 @@ def test_build_refuses_options_that_mean_nothing_together(kws, tmp_path, flags, 
     done = edgekit("build", kws, "--board", "host", "-o", tmp_path / "o", *flags)
     one_line_error(done, fragment, code=2)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(shutil.which("idf.py") is not None, reason="ESP-IDF is installed: the esp32 project compiles")
+def test_flash_of_a_project_that_cannot_compile_leaves_no_output(kws, tmp_path):
+    """`build --flash` for a board whose SDK is missing wrote the project, then failed: a failed command left a
+    build folder. It now fails before the folder is kept, and an earlier build in that -o survives."""
+    out = tmp_path / "esp"
+    one_line_error(edgekit("build", kws, "--board", "esp32", "-o", out, "--flash"), "cannot flash", "idf.py")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    edgekit("build", kws, "--board", "esp32", "-o", out)  # generated, with the command to build it by hand
+    before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    one_line_error(edgekit("build", kws, "--board", "esp32", "-o", out, "--profile"), "cannot profile")
+    assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
 
 
 def test_build_never_replaces_a_folder_it_did_not_build(kws, tmp_path):
