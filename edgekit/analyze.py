@@ -344,6 +344,12 @@ def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -
                      f"quantize it (`edgekit quantize`) for the int8 figures")
 
     check_structure(graph)
+    if backend == "native":  # what the native backend folds before codegen (edgekit.codegen.canonical)
+        from edgekit.codegen.canonical import canonicalize
+
+        folded = canonicalize(graph).notes
+        if folded:
+            notes.append(f"before native codegen: {'; '.join(folded)}")
     plan = plan_activations(graph)
     rows = layers(graph, plan, keras_names)
     constants = [t for t in graph.tensors if t.is_constant]

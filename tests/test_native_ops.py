@@ -243,6 +243,10 @@ def test_dynamic_batch_flatten_is_folded(tmp_path):
                                     {"SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE"})
     assert any("folded" in note and "SHAPE" in note for note in native.canonical), native.canonical
     assert native.layers == ["CONV_2D", "FULLY_CONNECTED"]  # the shape computation and the RESHAPE are gone
+    from edgekit.analyze import analyze
+
+    notes = analyze(graph, None, "native")["notes"]
+    assert any(n.startswith("before native codegen:") and "SHAPE" in n for n in notes), notes
 
 
 def test_canonicalization_drops_views_and_identities(tmp_path):

@@ -15,7 +15,9 @@ import numpy as np
 
 from edgekit.tflite_model import Graph, Operator
 
-_ELEMENTWISE = frozenset({"LOGISTIC", "TANH"})
+# element i read before element i is written: the output may start where its input does
+_ELEMENTWISE = frozenset({"LOGISTIC", "TANH", "LEAKY_RELU", "HARD_SWISH", "RELU", "RELU6", "RSQRT", "NEG"})
+_BINARY = frozenset({"ADD", "MUL", "SUB", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "PRELU"})
 
 
 def _shape4(shape) -> tuple[int, int, int, int]:
@@ -63,7 +65,7 @@ def overlap_hints(graph: Graph) -> dict[tuple[int, int], int]:
         if not op.outputs or not op.inputs or op.inputs[0] < 0:
             continue
         out = graph.tensors[op.outputs[0]]
-        if out.dtype != "int8":
+        if out.dtype != "int8" and op.opcode != "NEG":
             continue
         source = graph.tensors[op.inputs[0]]
         code = op.opcode
@@ -82,7 +84,7 @@ def overlap_hints(graph: Graph) -> dict[tuple[int, int], int]:
             d = _read_ahead(np.arange(source.size // depth) * depth, depth)
         elif code in _ELEMENTWISE or (code == "QUANTIZE" and source.dtype == "int8"):
             d = 0
-        elif code in ("ADD", "MUL"):
+        elif code in _BINARY:
             for t in op.inputs[:2]:
                 if t >= 0 and not graph.tensors[t].is_constant and graph.tensors[t].shape == out.shape:
                     hints[(t, op.outputs[0])] = 0
