@@ -118,6 +118,8 @@ def test_ssh_dry_run_prints_the_exact_commands(kws_builds):
     from edgekit.flash import flash_build
 
     _, linux, _, result = kws_builds
+    assert list(result["manifest"]["mobile"]["projects"]) == ["linux"]  # the board's [mobile] projects
+    assert not (linux / "android").exists() and (linux / "linux" / "main.c").is_file()
     program = linux / "build" / "firmware"
     model = linux / "kws_ref_model.tflite"
     options = "-o BatchMode=yes -o ConnectTimeout=10"
