@@ -16,7 +16,7 @@ def command(as_json):
         print_json({"boards": [b.to_dict() for b in boards.values()]})
         return
     rows = [
-        [b.name, b.core, "emulated" if b.emulated else ("host" if b.arch == "host" else "hardware"),
+        [b.name, b.core, "emulated" if b.emulated or b.data.get("qemu_user") else ("host" if b.arch == "host" else "hardware"),
          round(b.clock_hz / 1e6) if b.clock_hz else None, b.flash_bytes // 1024, b.ram_bytes // 1024,
          b.psram_bytes // 1024 or None, b.default_runner]
         for b in boards.values()
