@@ -133,7 +133,8 @@ def _table(columns: list[str], rows: list[list], *, cls: str = "", numeric_from:
 
 def _bar(value, highest, color="#4e79a7") -> str:
     width = 0 if not highest or value is None else max(0.0, min(100.0, 100.0 * value / highest))
-    return f'<span class="bar" style="width:{width:.1f}%;background:{color}"></span>'
+    return (f'<span class="track"><span class="bar" style="width:{width:.0f}px;background:{color}"></span>'
+            '</span>')
 
 
 def _section(key: str, title: str, body: str) -> str:
@@ -444,7 +445,8 @@ padding-bottom:4px;margin-top:28px}nav a{margin-right:12px}.verdict{font-size:17
 .scroll.tall{max-height:560px}.scroll.short{max-height:none;display:inline-block}table{border-collapse:collapse;
 width:100%}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 th{position:sticky;top:0;background:#f6f8fa;cursor:pointer}td.n,th.n{text-align:right}
-.bar{display:inline-block;height:8px;margin-left:6px;vertical-align:middle;max-width:120px;min-width:0}
+.track{display:inline-block;width:100px;margin-left:6px;text-align:left;vertical-align:middle}
+.bar{display:inline-block;height:8px;vertical-align:middle}
 svg.chart{width:100%;height:auto;border:1px solid #eee;margin:8px 0}svg.chart.narrow{max-width:700px}
 .tick{font-size:11px;fill:#444}code{background:#f3f3f3;padding:1px 4px}footer{color:#777;margin-top:30px}
 """

@@ -81,3 +81,26 @@ def digits_cnn(tmp_path_factory):
     np.savez(npz_path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return {"model": model, "keras_path": keras_path, "npz_path": npz_path, "x_train": x_train,
             "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+@pytest.fixture(scope="session")
+def digits_qemu_build(tmp_path_factory):
+    """The digits CNN from Keras, quantized, built with the native backend for QEMU's mps2-an386 and profiled
+    there (`build --flash --profile`, which also writes report.html): (folder, the build's --json document).
+    Shared by the report and per-layer validation tests; the float .tflite is kept in the folder."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")):
+        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
+    root = tmp_path_factory.mktemp("digits-qemu")
+    folder = root / "digits"
+    digits = REPO / "examples" / "digits"
+    done = subprocess.run([sys.executable, "-m", "edgekit", "build", str(digits / "digits_cnn.keras"), "--data",
+                           str(digits / "digits.npz"), "--board", "mps2-an386", "-o", str(folder), "--flash",
+                           "--profile", "--runs", "5", "--json"], capture_output=True, text=True, cwd=root,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, json.loads(done.stdout)

@@ -74,24 +74,11 @@ def test_the_checks_see_a_blank_page_and_a_script_error(tmp_path):
     assert any("undefinedFunction is not defined" in line for line in console)
 
 
-@pytest.fixture(scope="module")
-def digits_build(tmp_path_factory):
-    """The digits CNN from Keras: quantized, built with the native backend, profiled in QEMU (build --profile)."""
-    if not HAVE_QEMU:
-        pytest.skip("qemu-system-arm / arm-none-eabi-gcc not installed")
-    root = tmp_path_factory.mktemp("digits")
-    folder = root / "digits"
-    done = run_cli("build", DIGITS / "digits_cnn.keras", "--data", DIGITS / "digits.npz", "--board", "mps2-an386",
-                   "-o", folder, "--flash", "--profile", "--runs", "5", "--json", cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return folder, json.loads(done.stdout)
-
-
 @pytest.mark.slow
 @needs_chromium
 @needs_qemu
-def test_digits_report_renders_with_every_section(digits_build, tmp_path):
-    folder, result = digits_build
+def test_digits_report_renders_with_every_section(digits_qemu_build, tmp_path):
+    folder, result = digits_qemu_build
     page = Path(result["report"])
     assert page == folder / "report.html" and page.is_file()  # written by build --profile
     dom = assert_rendered(page, tmp_path)

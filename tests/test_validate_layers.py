@@ -23,14 +23,9 @@ def run_cli(*args, cwd=None, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def digits_folder(tmp_path_factory):
+def digits_folder(digits_qemu_build):
     """The digits CNN from Keras, built for QEMU's mps2-an386 with the native backend (the float .tflite kept)."""
-    root = tmp_path_factory.mktemp("validate")
-    folder = root / "digits"
-    done = run_cli("build", DIGITS / "digits_cnn.keras", "--data", DIGITS / "digits.npz", "--board", "mps2-an386",
-                   "-o", folder, "--json", cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return folder
+    return digits_qemu_build[0]
 
 
 def validate(folder):

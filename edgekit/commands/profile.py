@@ -128,7 +128,8 @@ def print_layer_validation(console, v: dict) -> None:
             cells += [f"{f['cos']:.5f}" if f else "-", f"{f['rmse']:.4g}" if f else "-",
                       f"{f['max_abs_diff']:.4g}" if f else "-"]
         rows.append(cells)
-    title = f"Layers vs TFLite Micro{' and the float model' if has_float else ''} ({v['samples']} inputs)"
+    title = (f"Layers vs TFLite Micro{' and the float model' if has_float else ''} ({v['samples']} input"
+             f"{'s' * (v['samples'] != 1)})")
     console.print(table(title, columns, rows, right_align_from=3))
     first = v.get("first_divergent")
     if first:
