@@ -381,6 +381,8 @@ class Measurer:
     measure_firmware: bool = True  # False: analysis figures only (cheap; tests)
     hits: int = 0
     misses: int = 0
+    quantize_hits: int = 0  # counted by Tuner.quantized
+    quantize_misses: int = 0
     _memory: dict = field(default_factory=dict)
 
     def measure(self, tflite_bytes: bytes, backend: str) -> dict:
@@ -540,10 +542,27 @@ class Tuner:
         self.reference_outputs = predict(self.model, self.dataset.x_test)
 
     def quantized(self, model, per_channel: bool) -> bytes:
+        """The int8 flatbuffer of a Keras model, cached by the model's architecture and weights (the same
+        structural edit, or a trial that trains nothing, is not quantized twice)."""
         from edgekit.quantize import quantize
 
-        return quantize(model, self.dataset, calibration_samples=CALIBRATION_SAMPLES, eval_samples=None,
-                        per_layer=False, quiet=True, per_channel=per_channel).tflite_bytes
+        key = hashlib.sha256(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+        for array in model.get_weights():
+            key.update(str(array.shape).encode())
+            key.update(array.tobytes())
+        key.update(b"per-channel" if per_channel else b"per-tensor")
+        path = self.out / "cache" / "quantized" / f"{key.hexdigest()[:24]}.tflite"
+        if path.is_file():
+            self.measurer.quantize_hits += 1
+            return path.read_bytes()
+        tflite = quantize(model, self.dataset, calibration_samples=CALIBRATION_SAMPLES, eval_samples=None,
+                          per_layer=False, quiet=True, per_channel=per_channel).tflite_bytes
+        from edgekit.fileio import atomic_write_bytes
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, tflite)
+        self.measurer.quantize_misses += 1
+        return tflite
 
     def metric(self, tflite_bytes: bytes) -> float:
         """int8 accuracy on the held-out data, or top-1 agreement with the original model without labels."""
@@ -929,7 +948,8 @@ def report(study, tuner: Tuner, url: str, trials: int) -> dict:
         "met_budget": best is not None,
         "best": best,
         "closest": [] if best is not None else closest_rows(rows, tuner.budget, baseline["accuracy"]),
-        "cache": {"hits": tuner.measurer.hits, "misses": tuner.measurer.misses},
+        "cache": {"hits": tuner.measurer.hits, "misses": tuner.measurer.misses,
+                  "quantize_hits": tuner.measurer.quantize_hits, "quantize_misses": tuner.measurer.quantize_misses},
         "outputs": {},
     }
 

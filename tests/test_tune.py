@@ -104,6 +104,15 @@ def test_unreachable_database_is_one_line_without_the_password(tmp_path):
     assert "secret" not in line
 
 
+def test_example_recipe_tune_table():
+    from edgekit.recipe import load_recipe
+
+    table = load_recipe(DIGITS / "edgekit.toml").tune
+    assert table["max_ram"] == 8192 and table["max_instructions"] == 400000 and table["trials"] == 20
+    assert table["structured"] == (0.0, 0.75) and table["distill"] == (False, True)
+    assert table["quantization"] == ("per-channel", "per-tensor")
+
+
 def test_bad_tune_table(tmp_path):
     recipe = tmp_path / "edgekit.toml"
     recipe.write_text(f'model = "{MODEL}"\ndata = "{DATA}"\nboard = "mps2-an386"\n[tune]\nstructured = [0.8, 0.1]\n')

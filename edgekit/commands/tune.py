@@ -19,7 +19,8 @@ _RANGE_HELP = "LOW:HIGH, one value, or off"
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Folder for the study (study.db), tune.json, front.png, best.keras/.tflite and edgekit.toml.")
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
-              help="An edgekit.toml: its model, data, board and [tune] table (flags win key by key).")
+              help="An edgekit.toml: its model, data, board, backend and [tune] table (flags win key by key; its "
+                   "[[optimize]] steps are what tune searches instead).")
 @click.option("--max-ram", type=int, default=None, metavar="BYTES", help="RAM budget.")
 @click.option("--max-flash", type=int, default=None, metavar="BYTES", help="Flash budget.")
 @click.option("--max-latency-ms", type=float, default=None, metavar="MS",
@@ -110,7 +111,8 @@ def command(model, data, board_name, output, recipe, max_ram, max_flash, max_lat
         elif key in table_values:
             setattr(space, key, table_values[key])
     if backend is None and "backend" not in table_values:
-        space.backend = ("native", "tflm") if tflm_dir else ("native",)
+        recipe_backend = r.backend if recipe is not None else None
+        space.backend = (recipe_backend,) if recipe_backend else ("native", "tflm") if tflm_dir else ("native",)
     if space.epochs is None:
         space.epochs = (0, 0)
     if space.lr is None:
