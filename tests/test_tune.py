@@ -177,13 +177,18 @@ def test_interrupted_sqlite_study_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_budget_nothing_meets_ends_with_the_closest(tmp_path):
-    done = edgekit(*tune_args(tmp_path / "t", "--trials", 1, "--max-flash", 1000, "--epochs", 0), "--json")
-    assert done.returncode == 0, done.stderr[-2000:]
-    document = json.loads(done.stdout)
+    """In-process (no new TensorFlow start-up): a flash budget below any model's weights."""
+    from edgekit.tune import Budget, Space, run_tune
+
+    space = Space(structured=(0.0, 0.75), epochs=(0, 0), distill=(False,), quantization=("per-channel",))
+    document = run_tune(MODEL, DATA, "mps2-an386", tmp_path / "t", space=space, budget=Budget(max_flash=1000),
+                        trials=1, measure_firmware=False)
     assert document["met_budget"] is False and document["best"] is None
-    assert document["closest"] and all(any("flash bytes" in v for v in c["violations"])
+    assert document["closest"] and all(any("flash bytes" in v and "> 1,000" in v for v in c["violations"])
                                        for c in document["closest"])
-    assert not (tmp_path / "t" / "edgekit.toml").exists()
+    assert document["rejected_before_training"] == 1  # the edit alone already misses: never trained
+    assert not (tmp_path / "t" / "edgekit.toml").exists() and not (tmp_path / "t" / "best.tflite").exists()
+    assert json.loads((tmp_path / "t" / "tune.json").read_text())["closest"] == document["closest"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
