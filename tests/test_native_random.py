@@ -2,7 +2,8 @@
 
 Hypothesis draws the input shape and a chain of blocks (convolutions with strides, dilations and SAME/VALID
 padding, depthwise with depth multipliers, pools, residual adds, concatenations, gated multiplies, logistic/tanh,
-zero padding, global average pooling) and a head. Each model is converted with a random representative data set,
+zero padding, LeakyReLU, hard-swish, PReLU, transposed convolutions, bilinear upsampling, subtractions, global
+average pooling) and a head. Each model is converted with a random representative data set,
 generated, compiled with gcc and run on random int8 inputs next to TFLite Micro's interpreter.
 """
 
@@ -20,7 +21,8 @@ from edgekit.reference import run_reference
 from edgekit.tflite_model import parse_tflite
 from tests.test_native import compile_native, convert, random_inputs, run_native
 
-BLOCKS = ("conv", "depthwise", "pool", "residual", "concat", "gate", "activation", "pad")
+BLOCKS = ("conv", "depthwise", "pool", "residual", "concat", "gate", "activation", "pad", "leaky", "hard_swish",
+          "prelu", "transpose", "upsample", "subtract")
 ACTIVATIONS = (None, "relu", "relu6")
 
 
@@ -51,6 +53,13 @@ def model_specs(draw):
         elif kind == "pad":
             p["pads"] = ((draw(st.integers(0, 2)), draw(st.integers(0, 2))),
                          (draw(st.integers(0, 2)), draw(st.integers(0, 2))))
+        elif kind == "leaky":
+            p["alpha"] = draw(st.sampled_from((0.01, 0.1, 0.3)))
+        elif kind == "transpose":
+            p["k"] = draw(st.integers(1, 3))
+            p["stride"] = draw(st.integers(1, 2))
+            p["padding"] = draw(st.sampled_from(("same", "valid")))
+            p["n"] = draw(st.integers(1, 4))
         blocks.append(p)
     head = draw(st.sampled_from(("flatten", "flatten_softmax", "mean", "mean_keepdims")))
     return {"shape": shape, "blocks": blocks, "head": head, "units": draw(st.integers(2, 8)),
@@ -99,6 +108,19 @@ def build_model(spec):
             x = layers.Activation(p["function"])(x)
         elif kind == "pad":
             x = layers.ZeroPadding2D(p["pads"])(x)
+        elif kind == "leaky":
+            x = layers.LeakyReLU(p["alpha"])(x)
+        elif kind == "hard_swish":
+            x = layers.Activation("hard_swish")(layers.Conv2D(c, 1)(x))
+        elif kind == "prelu":
+            x = layers.PReLU(alpha_initializer="random_uniform", shared_axes=[1, 2])(layers.Conv2D(c, 1)(x))
+        elif kind == "transpose":
+            x = layers.Conv2DTranspose(p["n"], p["k"], strides=p["stride"], padding=p["padding"],
+                                       bias_initializer="random_normal")(x)
+        elif kind == "upsample":
+            x = layers.UpSampling2D(interpolation="bilinear")(x)
+        elif kind == "subtract":
+            x = layers.Subtract()([x, layers.Conv2D(c, 1)(x)])
     if spec["head"].startswith("mean"):
         x = layers.GlobalAveragePooling2D(keepdims=spec["head"] == "mean_keepdims")(x)
     x = layers.Flatten()(x)
@@ -148,3 +170,15 @@ def test_every_supported_op_in_one_model(tmp_path):
     ops = check_bit_exact(spec, tmp_path)
     assert {"PAD", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "CONCATENATION", "MUL", "LOGISTIC", "MAX_POOL_2D",
             "TANH", "AVERAGE_POOL_2D", "MEAN", "FULLY_CONNECTED"} <= ops, ops
+
+
+@pytest.mark.slow
+def test_new_ops_in_one_model(tmp_path):
+    """A fixed model with the blocks that edgekit.codegen.native_ops compiles (LEAKY_RELU, HARD_SWISH, PRELU,
+    TRANSPOSE_CONV, RESIZE_BILINEAR, SUB), with the DSP paths emulated as well."""
+    spec = {"shape": (5, 6, 3), "units": 4, "seed": 11, "head": "flatten_softmax",
+            "blocks": [{"kind": "leaky", "alpha": 0.1},
+                       {"kind": "transpose", "k": 3, "stride": 2, "padding": "same", "n": 3},
+                       {"kind": "hard_swish"}, {"kind": "prelu"}, {"kind": "upsample"}, {"kind": "subtract"}]}
+    ops = check_bit_exact(spec, tmp_path)
+    assert {"LEAKY_RELU", "TRANSPOSE_CONV", "HARD_SWISH", "PRELU", "RESIZE_BILINEAR", "SUB"} <= ops, ops
