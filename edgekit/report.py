@@ -382,7 +382,8 @@ def _pareto(d: dict) -> str | None:
     entries = [e for e in entries if isinstance(e, dict)]
     numeric = [k for k in _scalar_columns(entries) if all(isinstance(e.get(k), (int, float)) and
                                                           not isinstance(e.get(k), bool) for e in entries)]
-    x_key = next((k for k in ("instructions", "latency_us", "macs", "flash_bytes", "arena_bytes") if k in numeric),
+    x_key = next((k for k in ("instructions", "latency_ms", "latency_us", "macs", "ram_bytes", "flash_bytes")
+                  if k in numeric),
                  numeric[0] if numeric else None)
     y_key = next((k for k in ("accuracy", "int8_accuracy", "score", "top1_agreement") if k in numeric),
                  numeric[1] if len(numeric) > 1 else None)
@@ -391,8 +392,26 @@ def _pareto(d: dict) -> str | None:
         chart = _scatter(entries, x_key, y_key)
     rows = [[_e(e.get(k)) if not isinstance(e.get(k), (int, float)) else _num(e.get(k)) for k in
              _scalar_columns(entries)] for e in entries]
-    return _section("pareto", "Pareto front (edgekit tune)", chart + _table(_scalar_columns(entries) or ["-"], rows,
-                                                                             numeric_from=1))
+    best = t.get("best") if isinstance(t.get("best"), dict) else None
+    head = (f"<p>{len(entries)} trials on the front of {_num(t.get('trials_complete'))} completed "
+            f"({_e(t.get('metric'))}; latency in {_e(t.get('latency_unit'))}). "
+            + (f"Best meeting the budget: trial {_e(_trial_number(best))}, {_e(_settings(best, entries))}." if best
+               else "No trial meets the budget.") + "</p>")
+    return _section("pareto", "Pareto front (edgekit tune)", head + chart + _table(
+        _scalar_columns(entries) or ["-"], rows, numeric_from=1))
+
+
+def _trial_number(row: dict):
+    return row.get("trial", row.get("number"))
+
+
+def _settings(row: dict, front: list[dict]) -> str:
+    """A trial's settings in words: its own, or its front row's (tune.json's `best` is a full trial row)."""
+    if row.get("settings"):
+        return str(row["settings"])
+    number = _trial_number(row)
+    return next((str(e.get("settings")) for e in front if _trial_number(e) == number and e.get("settings")),
+                json.dumps(row.get("params") or {}))
 
 
 def _scatter(entries: list[dict], x_key: str, y_key: str) -> str:
