@@ -614,6 +614,10 @@ class Tuner:
         except EdgekitError as error:
             trial.set_user_attr("error", str(error))
             raise
+        except Exception as error:  # one odd model (a converter crash, ...) fails its trial, not the whole tune
+            detail = " ".join(str(error).split())[:300]
+            trial.set_user_attr("error", f"{type(error).__name__}: {detail}")
+            raise EdgekitError(f"trial {trial.number}: {type(error).__name__}: {detail}") from None
         figures["zlib_bytes"] = len(__import__("zlib").compress(tflite, 9))
         figures["tflite_sha256"] = hashlib.sha256(tflite).hexdigest()
         figures["seconds"] = round(time.monotonic() - started, 2)
