@@ -87,7 +87,8 @@ def main():
     print(f"tune: {document['trials_complete']} trials in {tune_seconds:.0f} s "
           f"({tune_seconds / max(1, document['trials_complete']):.1f} s per trial; "
           f"{document['rejected_before_training']} rejected before training; measurement cache "
-          f"{document['cache']['hits']} hits / {document['cache']['misses']} misses)")
+          f"{document['cache']['hits']} hits / {document['cache']['misses']} misses, quantization cache "
+          f"{document['cache'].get('quantize_hits', 0)} / {document['cache'].get('quantize_misses', 0)})")
     if rebuild is not None:
         print(f"rebuild from the recipe and profile: {rebuild_seconds:.0f} s")
     failed = 0
