@@ -142,7 +142,7 @@ def canonicalize(graph: Graph) -> Canonical:
             shape_input = op.inputs[1]
             op.inputs = op.inputs[:1]
             if tensors[shape_input].data is None:
-                counts["computed reshape targets taken from the static output shape"] += 1
+                counts["computed reshape target{s} taken from the static output shape"] += 1
 
     folded: Counter = Counter()
     alive = []
@@ -157,12 +157,12 @@ def canonicalize(graph: Graph) -> Canonical:
         alive.append(op)
     ops = alive
     if folded:
-        counts[f"constant ops folded ({', '.join(f'{n} {c}' for c, n in sorted(folded.items()))})"] += sum(
+        counts[f"constant op{{s}} folded ({', '.join(f'{n} {c}' for c, n in sorted(folded.items()))})"] += sum(
             folded.values())
 
     for op in ops:
         if op.opcode not in VIEWS and _keeps_order(op, graph):
-            counts[f"{op.opcode} rewritten as a view"] += 1
+            counts[f"{op.opcode}{{s}} rewritten as a view"] += 1
             source = op.inputs[1] if op.opcode == "SPLIT" else op.inputs[0]
             op.opcode, op.inputs, op.options = "RESHAPE", [source], {}
 
@@ -172,7 +172,7 @@ def canonicalize(graph: Graph) -> Canonical:
             source = producer.get(op.inputs[0])
             while source is not None and source.opcode in VIEWS and source.inputs[0] >= 0:
                 op.inputs = [source.inputs[0]]
-                counts["reshape chains fused"] += 1
+                counts["reshape chain{s} fused"] += 1
                 source = producer.get(op.inputs[0])
 
     replaced: dict[int, int] = {}
@@ -182,7 +182,7 @@ def canonicalize(graph: Graph) -> Canonical:
         if (op.opcode in VIEWS and x >= 0 and op.outputs[0] not in outputs and tensors[x].shape ==
                 tensors[op.outputs[0]].shape and not tensors[x].is_constant):
             replaced[op.outputs[0]] = replaced.get(x, x)
-            counts[f"identity {op.opcode} dropped"] += 1
+            counts[f"identity {op.opcode}{{s}} dropped"] += 1
             continue
         op.inputs = [replaced.get(i, i) for i in op.inputs]
         alive.append(op)
@@ -195,11 +195,11 @@ def canonicalize(graph: Graph) -> Canonical:
             alive.append(op)
             needed.update(i for i in op.inputs if i >= 0)
         else:
-            counts["unused ops removed"] += 1
+            counts["unused op{s} removed"] += 1
     origins = [op.index for op in reversed(alive)]  # still the original indices (dataclasses.replace kept them)
     ops = [dataclasses.replace(op, index=n) for n, op in enumerate(reversed(alive))]
 
     if not counts:
         return Canonical(graph, [], list(range(len(graph.operators))))
-    notes = [f"{n} {what}" for what, n in counts.items()]
+    notes = [f"{n} {what.format(s='' if n == 1 else 's')}" for what, n in counts.items()]
     return Canonical(dataclasses.replace(graph, tensors=tensors, operators=ops, outputs=outputs), notes, origins)
