@@ -634,7 +634,9 @@ class ExtraLowering:
             ("out_c", out_c), ("k_h", k_h), ("k_w", k_w), ("stride_h", op.options.get("stride_h", 1)),
             ("stride_w", op.options.get("stride_w", 1)), ("pad_top", pad_top), ("pad_left", pad_left),
             ("in_offset", -zi), ("out_zp", zo), ("act_min", lo), ("act_max", hi),
-            ("weights", self.array(layer, "weights", np.asarray(w_t.data).reshape(-1), "int8")),
+            # [out_c][k_h][k_w][in_c] -> [k_h][k_w][in_c][out_c]: the kernel's inner loop runs over output channels
+            ("weights", self.array(layer, "weights", np.asarray(w_t.data).transpose(1, 2, 3, 0).reshape(-1),
+                                   "int8")),
             ("bias", self.array(layer, "bias", np.asarray(t[op.inputs[3]].data).reshape(-1), "int32")
              if has_bias else "NULL"),
             ("mult", self.array(layer, "mult", np.array(mult), "int32")),

@@ -40,6 +40,9 @@ void ek_batch_matmul_s8(const ek_batch_matmul_params_t *p, const int8_t *lhs, co
   }
 }
 
+/* Output channels accumulated together (int32 accumulators on the stack). */
+#define EK_TRANSPOSE_CONV_BLOCK 32
+
 /* The input positions i with i * stride - pad + k = o for some tap k in [0, kernel): first i and count. */
 static inline void ek_sources(int32_t o, int32_t stride, int32_t pad, int32_t kernel, int32_t size, int32_t *first,
                               int32_t *last) {
@@ -54,7 +57,8 @@ static inline void ek_sources(int32_t o, int32_t stride, int32_t pad, int32_t ke
 }
 
 void ek_transpose_conv_s8(const ek_transpose_conv_params_t *p, const int8_t *input, int8_t *output) {
-  int32_t b, oy, ox, oc, iy, ix, ic;
+  int32_t acc[EK_TRANSPOSE_CONV_BLOCK];
+  int32_t b, oy, ox, oc0, iy, ix, ic, j;
   for (b = 0; b < p->batches; b++) {
     const int8_t *image = input + b * p->in_h * p->in_w * p->in_c;
     for (oy = 0; oy < p->out_h; oy++) {
@@ -63,24 +67,32 @@ void ek_transpose_conv_s8(const ek_transpose_conv_params_t *p, const int8_t *inp
       for (ox = 0; ox < p->out_w; ox++) {
         int32_t x_first, x_last;
         ek_sources(ox, p->stride_w, p->pad_left, p->k_w, p->in_w, &x_first, &x_last);
-        for (oc = 0; oc < p->out_c; oc++) {
-          int32_t acc = 0, out;
+        for (oc0 = 0; oc0 < p->out_c; oc0 += EK_TRANSPOSE_CONV_BLOCK) {
+          const int32_t n = p->out_c - oc0 < EK_TRANSPOSE_CONV_BLOCK ? p->out_c - oc0 : EK_TRANSPOSE_CONV_BLOCK;
+          for (j = 0; j < n; j++) {
+            acc[j] = 0;
+          }
           for (iy = y_first; iy <= y_last; iy++) {
             const int32_t ky = oy + p->pad_top - iy * p->stride_h;
             for (ix = x_first; ix <= x_last; ix++) {
               const int32_t kx = ox + p->pad_left - ix * p->stride_w;
               const int8_t *x = image + (iy * p->in_w + ix) * p->in_c;
-              const int8_t *w = p->weights + ((oc * p->k_h + ky) * p->k_w + kx) * p->in_c;
+              const int8_t *w = p->weights + (ky * p->k_w + kx) * p->in_c * p->out_c + oc0;
               for (ic = 0; ic < p->in_c; ic++) {
-                acc += (x[ic] + p->in_offset) * w[ic];
+                const int32_t v = x[ic] + p->in_offset;
+                const int8_t *row = w + ic * p->out_c;
+                for (j = 0; j < n; j++) {
+                  acc[j] += v * row[j];
+                }
               }
             }
           }
-          if (p->bias) {
-            acc += p->bias[oc];
+          for (j = 0; j < n; j++) {
+            const int32_t oc = oc0 + j;
+            int32_t out = acc[j] + (p->bias ? p->bias[oc] : 0);
+            out = ek_fp_requantize(out, p->mult[oc], p->shift[oc]) + p->out_zp;
+            *output++ = (int8_t)ek_fp_clamp(out, p->act_min, p->act_max);
           }
-          out = ek_fp_requantize(acc, p->mult[oc], p->shift[oc]) + p->out_zp;
-          *output++ = (int8_t)ek_fp_clamp(out, p->act_min, p->act_max);
         }
       }
     }

@@ -127,8 +127,10 @@ typedef struct {
 void ek_batch_matmul_s8(const ek_batch_matmul_params_t *p, const int8_t *lhs, const int8_t *rhs,
                         int8_t *output);
 
-/* TRANSPOSE_CONV (NHWC, weights [out_c][k_h][k_w][in_c], per-channel requantization): each output sums
- * (input + in_offset) * weight over the input pixels whose window covers it, the sum TFLite Micro scatters. */
+/* TRANSPOSE_CONV (NHWC, per-channel requantization): each output sums (input + in_offset) * weight over the
+ * input pixels whose window covers it, the sum TFLite Micro scatters. The weights are TFLite's
+ * [out_c][k_h][k_w][in_c] reordered at generation time to [k_h][k_w][in_c][out_c], so the inner loop runs over
+ * contiguous output channels. */
 typedef struct {
   int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c;
   int32_t k_h, k_w, stride_h, stride_w, pad_top, pad_left;
