@@ -152,7 +152,21 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
         report["layer_validation"] = layer_validation
         _keep(build, layer_validation, "edgekit-validate.json")
     _keep(build, report)
+    _refresh_report(build)
     return report
+
+
+def _refresh_report(build) -> None:
+    """A report.html already in the folder is rendered again with these measurements (never left stale)."""
+    from edgekit.report import REPORT_FILE, write_report
+
+    if (build.dir / REPORT_FILE).is_file():
+        try:
+            write_report(build.dir)
+        except (EdgekitError, OSError) as error:
+            from edgekit.console import info
+
+            info(f"note: {build.dir / REPORT_FILE} was not refreshed ({error})")
 
 
 def _refuse_layer_validation(build) -> None:
