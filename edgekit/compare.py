@@ -87,8 +87,9 @@ def compare(model, board, backends=None, *, data=None, out_dir=None, runs: int |
     model_path = Path(model)
     out = Path(out_dir) if out_dir else Path(f"compare-{safe_file_stem(model_path.stem)}-{board.name}")
     _check_output(out)
+    graph = _int8_graph(model_path, data)  # a bad model fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    graph, tflite = _int8_model(model_path, data, out)
+    tflite = _int8_file(graph, model_path, out)
     runs = runs or DEFAULT_RUNS
     measured = board.emulated or board.arch == "host" or port is not None
     task = progress.add_task("compare", total=len(names)) if progress else None
@@ -131,17 +132,23 @@ def _check_output(out: Path) -> None:
                          f"{COMPARE_JSON})")
 
 
-def _int8_model(model_path: Path, data, out: Path):
-    """(graph, path of the int8 .tflite every backend builds): the model itself, or quantized once into `out`."""
+def _int8_graph(model_path: Path, data):
+    """The int8 graph, as `edgekit build` gets it (a Keras model or a float .tflite is quantized, once)."""
     from edgekit.build import _int8_model as build_int8_model
-    from edgekit.fileio import atomic_write_bytes
 
     graph, _ = build_int8_model(model_path, data, None, True, [], lambda stage: None, {})
+    return graph
+
+
+def _int8_file(graph, model_path: Path, out: Path) -> Path:
+    """The .tflite every backend builds: the model itself, or the quantized one written into `out`."""
+    from edgekit.fileio import atomic_write_bytes
+
     if model_path.suffix == ".tflite" and graph.model_bytes == model_path.read_bytes():
-        return graph, model_path
+        return model_path
     path = out / f"{graph.name}.int8.tflite"
     atomic_write_bytes(path, graph.model_bytes)
-    return graph, path
+    return path
 
 
 def _one(name, graph, tflite: Path, board, out: Path, trees: dict, data, runs, port, measured) -> dict:

@@ -108,6 +108,12 @@ def test_bad_backends_and_outputs_are_one_line_errors(int8_model_path, tmp_path)
     assert a_file.read_text() == "mine"
     done = _cli("compare", model, "--board", "mps2-an386", "--tflm-dir", tmp_path)
     one_line_error(done, "is not a TFLite Micro tree", code=2)
+    # a model that is not one fails before the output folder exists
+    not_a_model = tmp_path / "notes.tflite"
+    not_a_model.write_bytes(b"not a flatbuffer")
+    done = _cli("compare", not_a_model, "--board", "mps2-an386", "-o", tmp_path / "never")
+    one_line_error(done)
+    assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.slow
