@@ -920,12 +920,31 @@ def run_tune(model, data, board_name: str, out, *, space: Space, budget: Budget,
                            callbacks=[optuna.study.MaxTrialsCallback(
                                trials, states=(optuna.trial.TrialState.COMPLETE,)), after_trial])
         except KeyboardInterrupt:
+            _stop_heartbeats()
             _write_json(out / RESULT, report(study, tuner, url, trials))
             raise
+        finally:
+            _stop_heartbeats()
     document = report(study, tuner, url, trials)
     export(document, tuner)
     _write_json(out / RESULT, document)
     return document
+
+
+def _stop_heartbeats() -> None:
+    """Stop Optuna's heartbeat threads that an interrupt left running: one started just before Ctrl-C arrived
+    is never joined (the interrupt skips its `with` exit) and, not being a daemon, would keep the process from
+    exiting. Each such thread waits on an Event given as its last argument."""
+    import threading
+
+    for thread in threading.enumerate():
+        target = getattr(thread, "_target", None)
+        if thread is threading.current_thread() or getattr(target, "__name__", "") != "_record_heartbeat":
+            continue
+        args = getattr(thread, "_args", ())
+        if args and isinstance(args[-1], threading.Event):
+            args[-1].set()
+            thread.join(timeout=5)
 
 
 def report(study, tuner: Tuner, url: str, trials: int) -> dict:
