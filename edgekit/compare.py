@@ -137,6 +137,11 @@ def _int8_graph(model_path: Path, data):
     from edgekit.build import _int8_model as build_int8_model
 
     graph, _ = build_int8_model(model_path, data, None, True, [], lambda stage: None, {})
+    if data is not None:  # refused here in one line, not once per backend after their folders exist
+        from edgekit.profile import _inputs
+
+        shape = tuple(int(d) for d in graph.output_tensors()[0].shape)
+        _inputs(graph.input_tensors()[0], data, None, 0, shape[1:] if len(shape) > 1 else shape)
     return graph
 
 

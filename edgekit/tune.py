@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -858,41 +859,56 @@ def run_tune(model, data, board_name: str, out, *, space: Space, budget: Budget,
         raise UsageError(f"--max-accuracy-drop {budget.max_accuracy_drop}: expected points from 0 to 100")
     url = storage or f"sqlite:///{(out / STUDY_DB).resolve()}"
     check_storage(url)
-    from edgekit.fileio import writing
+    from edgekit.fileio import MAX_MODEL_BYTES, check_input_file
+    from edgekit.models import model_kind
 
-    with writing(out):
-        if out.exists() and not out.is_dir():
-            raise EdgekitError(f"-o {out} is a file; expected a folder for the study and its results")
-        out.mkdir(parents=True, exist_ok=True)
-    measurer = Measurer(board, out / "cache", str(tflm_dir) if tflm_dir else None, measure_firmware)
-    tuner = Tuner(model_path, data_path, board, space, budget, out, measurer, seed=seed, quiet=quiet)
+    if model_kind(model_path) == "tflite":  # also refuses what is no model file (a FIFO, /dev/zero) at once
+        raise UsageError(f"{model_path.name} is a .tflite; tune prunes and fine-tunes, so it needs the Keras model")
+    if model_path.is_file():
+        check_input_file(model_path, "model file", MAX_MODEL_BYTES)
+    # Until the study is open and the model and data loaded, a failure leaves no folder that was not there before;
+    # from then on the folder holds the study, which a later run resumes.
+    created = not out.exists()
+    try:
+        from edgekit.fileio import writing
 
-    import optuna
+        with writing(out):
+            if out.exists() and not out.is_dir():
+                raise EdgekitError(f"-o {out} is a file; expected a folder for the study and its results")
+            out.mkdir(parents=True, exist_ok=True)
+        measurer = Measurer(board, out / "cache", str(tflm_dir) if tflm_dir else None, measure_firmware)
+        tuner = Tuner(model_path, data_path, board, space, budget, out, measurer, seed=seed, quiet=quiet)
 
-    settings = {"model_sha256": sha256_file(model_path), "data_sha256": sha256_file(data_path) if
-                data_path.is_file() else str(data_path.resolve()), "board": board.name, "space": space.to_dict(),
-                "budget": budget.to_dict(), "seed": seed, "measure_firmware": measure_firmware}
-    name = study_name(model_path, board.name)
-    # A sampler seeded from the trials already there: a resumed or second worker does not repeat the first's.
-    sampler_seed = seed
-    study = open_study(url, name, settings, optuna.samplers.TPESampler(seed=seed))
-    already = len(study.get_trials(deepcopy=False))
-    if storage is not None or already:
-        sampler_seed = (seed * 1_000_003 + already * 7919 + os.getpid()) % 2**31 if storage else seed + already
-    study.sampler = optuna.samplers.TPESampler(
-        seed=sampler_seed, multivariate=True,
-        n_startup_trials=max(4, min(10, trials // 3)))
+        import optuna
 
-    tuner.load()  # after the study: a study of other settings is refused before TensorFlow loads
-    baseline = study.user_attrs.get("baseline")
-    if baseline is None:
-        baseline = tuner.measure_baseline(space.backend[0])
-        study.set_user_attr("baseline", baseline)
-    tuner.baseline = baseline
-    tuner.latency_unit = "instructions" if board.emulated and measure_firmware else "ms"
-    if tuner.latency_unit == "instructions" and baseline.get("instructions") is None:
-        raise EdgekitError(f"cannot count instructions on {board.name}: {baseline.get('build_note')}; install the "
-                           "toolchain and QEMU (scripts/setup.sh)")
+        settings = {"model_sha256": sha256_file(model_path), "data_sha256": sha256_file(data_path) if
+                    data_path.is_file() else str(data_path.resolve()), "board": board.name, "space": space.to_dict(),
+                    "budget": budget.to_dict(), "seed": seed, "measure_firmware": measure_firmware}
+        name = study_name(model_path, board.name)
+        # A sampler seeded from the trials already there: a resumed or second worker does not repeat the first's.
+        sampler_seed = seed
+        study = open_study(url, name, settings, optuna.samplers.TPESampler(seed=seed))
+        already = len(study.get_trials(deepcopy=False))
+        if storage is not None or already:
+            sampler_seed = (seed * 1_000_003 + already * 7919 + os.getpid()) % 2**31 if storage else seed + already
+        study.sampler = optuna.samplers.TPESampler(
+            seed=sampler_seed, multivariate=True,
+            n_startup_trials=max(4, min(10, trials // 3)))
+
+        tuner.load()  # after the study: a study of other settings is refused before TensorFlow loads
+        baseline = study.user_attrs.get("baseline")
+        if baseline is None:
+            baseline = tuner.measure_baseline(space.backend[0])
+            study.set_user_attr("baseline", baseline)
+        tuner.baseline = baseline
+        tuner.latency_unit = "instructions" if board.emulated and measure_firmware else "ms"
+        if tuner.latency_unit == "instructions" and baseline.get("instructions") is None:
+            raise EdgekitError(f"cannot count instructions on {board.name}: {baseline.get('build_note')}; install the "
+                               "toolchain and QEMU (scripts/setup.sh)")
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
     def finished() -> int:
         return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))

@@ -1,8 +1,10 @@
 """Failure classes found by a hostile sweep of the whole CLI (every command, its options, wrong file kinds), one
 test per class: each asserts the fix on the real MLPerf Tiny KWS model or a semantic edit of it."""
 
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +133,24 @@ def test_flash_and_profile_refuse_an_edited_manifest_naming_the_key(tmp_path, te
     (tmp_path / "edgekit-build.json").write_text(text)
     for command in ("flash", "profile"):
         one_line_error(edgekit(command, tmp_path), fragment)
+
+
+def test_compare_and_tune_make_no_folder_for_inputs_they_refuse(kws, tmp_path):
+    """Both made their output folder before reading the model or the data, so a refused input left an empty or
+    half-filled folder behind; tune read a FIFO or /dev/zero as its model for ever (hashing it)."""
+    digits = Path(__file__).parents[1] / "examples" / "digits"
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"\x00" * 64)
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, x=np.array([object(), 1], dtype=object))
+    fifo = tmp_path / "model.keras"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    one_line_error(edgekit("compare", garbage, "--board", "host", "-o", out), "not a TFLite flatbuffer")
+    one_line_error(edgekit("compare", kws, "--board", "host", "--data", objects, "-o", out, timeout=300),
+                   "holds Python objects")
+    one_line_error(edgekit("tune", fifo, "--data", digits / "digits.npz", "--board", "host", "-o", out),
+                   "is not a regular file")
+    one_line_error(edgekit("tune", digits / "digits_cnn.keras", "--data", objects, "--board", "host",
+                           "--trials", "1", "--analysis-only", "-o", out, timeout=300), "holds Python objects")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
