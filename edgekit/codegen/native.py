@@ -307,22 +307,30 @@ class _Lowering(ExtraLowering):
         weights = np.asarray(w_t.data, dtype=np.int64)
         k_h, k_w = weights.shape[1], weights.shape[2]
         bias = self._bias(op, out_c)
-        if depthwise:  # TFLite's [1][k_h][k_w][out_c], kept as it is
-            folded = bias - in_zp * weights.reshape(-1, out_c).sum(axis=0)
+        if depthwise:  # TFLite's [1][k_h][k_w][out_c]
+            flat = weights.reshape(-1, out_c)
+            folded = bias - in_zp * flat.sum(axis=0)
+            col_sums = np.abs(flat).sum(axis=0)
             scratch = _align8(in_c) + 8 * k_h * k_w  # an in_zp row, then one pointer per tap
         else:
-            folded = bias - in_zp * weights.reshape(out_c, -1).sum(axis=1)
+            flat = weights.reshape(out_c, -1)
+            folded = bias - in_zp * flat.sum(axis=1)
+            col_sums = np.abs(flat).sum(axis=1)
             # two windows as int16 (in_c a multiple of 4: straight from the input; else gathered first)
             scratch = (4 if in_c % 4 == 0 else 6) * _padded4(k_h * k_w * in_c)
-            weights = weight_blocks(weights.reshape(out_c, -1))
         filter_scales = np.broadcast_to(w_t.scale.astype(np.float64), (out_c,))
         mult, shift = zip(*(quantize_multiplier(float(in_scale) * float(fs) / float(out_scale)) for fs in filter_scales))
         lo, hi = activation_range(op.options.get("fused_activation_function", "NONE"), out_scale, out_zp)
         pad_top, pad_left = padding_for(op, self.graph)
-        w_name = self.array(layer, "weights", weights, "int8")
-        b_name = self.array(layer, "bias", _int32(folded, "bias"), "int32")
-        m_name = self.array(layer, "mult", np.array(mult), "int32")
-        s_name = self.array(layer, "shift", np.array(shift), "int8")
+        rq, scales, folded = requant_words(mult, shift, folded, col_sums, out_zp, (lo, hi))
+        if not depthwise:
+            w_name = self.array(layer, "weights", weight_pairs(flat * scales[:, None]), "int16")
+        elif out_c == in_c and out_c % 4 == 0:
+            w_name = self.array(layer, "weights", depthwise_blocks(flat * scales[None, :]), "int16")
+        else:
+            w_name = self.array(layer, "weights", flat * scales[None, :], "int16")
+        b_name = self.array(layer, "bias", _int32(scales * folded, "bias"), "int32")
+        r_name = self.array(layer, "rq", rq, "int32")
         self.scratch_bytes = max(self.scratch_bytes, scratch)
         layer.struct = "ek_conv_params_t"
         layer.fields = [
@@ -331,8 +339,7 @@ class _Lowering(ExtraLowering):
             ("stride_w", op.options.get("stride_w", 1)), ("dil_h", op.options.get("dilation_h_factor", 1)),
             ("dil_w", op.options.get("dilation_w_factor", 1)), ("pad_top", pad_top), ("pad_left", pad_left),
             ("depth_multiplier", out_c // in_c if depthwise else 1), ("in_zp", in_zp), ("out_zp", out_zp),
-            ("act_min", lo), ("act_max", hi), ("weights", w_name), ("bias", b_name), ("mult", m_name),
-            ("shift", s_name),
+            ("act_min", lo), ("act_max", hi), ("weights", w_name), ("bias", b_name), ("rq", r_name),
         ]
         self.call(layer, "ek_depthwise_conv2d_s8" if depthwise else "ek_conv2d_s8", op,
                   f"EK_TENSOR(int8_t, {self.scratch_offset})")
@@ -354,19 +361,21 @@ class _Lowering(ExtraLowering):
         in_scale, in_zp = self.quant(op.inputs[0])
         out_scale, out_zp = self.quant(op.outputs[0])
         bias = self._bias(op, out_n)
-        folded = bias - in_zp * weights.reshape(out_n, -1).sum(axis=1)
+        flat = weights.reshape(out_n, -1)
+        folded = bias - in_zp * flat.sum(axis=1)
         # in double, as TFLite Micro's GetQuantizedConvolutionMultipler (a float product would differ by an LSB)
         filter_scales = w_t.scale.astype(np.float64).reshape(-1)  # one scale, or one per output
         mult, shift = zip(*(quantize_multiplier(float(in_scale) * float(fs) / float(out_scale)) for fs in filter_scales))
         lo, hi = activation_range(op.options.get("fused_activation_function", "NONE"), out_scale, out_zp)
+        rq, scales, folded = requant_words(mult, shift, folded, np.abs(flat).sum(axis=1), out_zp, (lo, hi))
+        scales = np.broadcast_to(scales if len(scales) > 1 else scales[:1], (out_n,))
         layer.struct = "ek_fc_params_t"
         layer.fields = [
             ("batches", batches), ("in_n", in_n), ("out_n", out_n), ("out_zp", out_zp), ("act_min", lo),
             ("act_max", hi), ("per_channel", int(len(mult) > 1)),
-            ("weights", self.array(layer, "weights", weight_blocks(weights.reshape(out_n, -1)), "int8")),
-            ("bias", self.array(layer, "bias", _int32(folded, "bias"), "int32")),
-            ("mult", self.array(layer, "mult", np.array(mult), "int32")),
-            ("shift", self.array(layer, "shift", np.array(shift), "int8")),
+            ("weights", self.array(layer, "weights", weight_pairs(flat * scales[:, None]), "int16")),
+            ("bias", self.array(layer, "bias", _int32(scales * folded, "bias"), "int32")),
+            ("rq", self.array(layer, "rq", rq, "int32")),
         ]
         self.call(layer, "ek_fully_connected_s8", op)
 
@@ -533,16 +542,70 @@ def _align8(n: int) -> int:
     return (n + 7) // 8 * 8
 
 
-def weight_blocks(rows: np.ndarray) -> np.ndarray:
-    """A weight matrix in the kernels' order (ek_kernels.h): rows zero-padded to a multiple of 4 columns, in
-    blocks of four rows interleaved by groups of four columns, so the inner loop walks one pointer."""
+def weight_pairs(rows: np.ndarray) -> np.ndarray:
+    """A weight matrix (already scaled, see requant_words) in the kernels' order (ek_kernels.h): rows
+    zero-padded to a multiple of 4 columns, each group of four columns as (w0, w2, w1, w3), rows in pairs
+    interleaved group by group (a last odd row plain), so that the inner loop walks one pointer and feeds every
+    word to SMLAD unextended."""
     rows = np.asarray(rows, dtype=np.int64)
     n_rows, n = rows.shape
     padded = np.zeros((n_rows, _padded4(n)), dtype=np.int64)
     padded[:, :n] = rows
-    full = n_rows // 4 * 4
-    blocks = padded[:full].reshape(full // 4, 4, padded.shape[1] // 4, 4).transpose(0, 2, 1, 3)
-    return np.concatenate([blocks.reshape(-1), padded[full:].reshape(-1)])
+    groups = padded.reshape(n_rows, -1, 4)[:, :, [0, 2, 1, 3]]
+    full = n_rows // 2 * 2
+    pairs = groups[:full].reshape(full // 2, 2, groups.shape[1], 4).transpose(0, 2, 1, 3)
+    return np.concatenate([pairs.reshape(-1), groups[full:].reshape(-1)])
+
+
+def depthwise_blocks(taps: np.ndarray) -> np.ndarray:
+    """Depthwise weights [tap][channel] (already scaled) in the kernels' order: per block of four channels and per tap
+    (w_c, w_c+2, w_c+1, w_c+3), the halves SMLABB/SMLATT pair with SXTB16 and SXTB16 ROR #8 of four inputs."""
+    taps = np.asarray(taps, dtype=np.int64)
+    n_taps, channels = taps.shape
+    return (taps.reshape(n_taps, channels // 4, 4)[:, :, [0, 2, 1, 3]].transpose(1, 0, 2)).reshape(-1)
+
+
+def multiply_by_quantized_multiplier(x: int, mult: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier on int32 (the saturating doubling high multiply, then the rounding
+    divide by a power of two), for what the generator computes once instead of the kernels."""
+    x = ((x << max(shift, 0)) + (1 << 31)) % (1 << 32) - (1 << 31)
+    if x == mult == -(1 << 31):
+        return (1 << 31) - 1
+    ab = x * mult
+    q = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    v = q // (1 << 31) if q >= 0 else -(-q // (1 << 31))
+    right = max(-shift, 0)
+    mask = (1 << right) - 1
+    return (v >> right) + int((v & mask) > (mask >> 1) + int(v < 0))
+
+
+def requant_words(mult, shift, folded_bias: np.ndarray, abs_weight_sums: np.ndarray, out_zp: int, act: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernels' rq[] words per output channel (ek_kernels.h), the factor 2^(1 + left shift) the generator
+    multiplies that channel's weights and bias by, and the biases to scale.
+
+    TFLite's left shift (a multiplier of 1 or more) is folded into the weights, so the kernels only ever shift
+    right; the scaled accumulator must stay under 2^31. A channel whose weights are all zero gives a constant
+    (converters leave such dead channels with biases near 2^30): computed here, its words produce it directly."""
+    words, scales = [], []
+    bias = np.asarray(folded_bias, dtype=np.int64).copy()
+    bounds = np.abs(bias) + 128 * np.asarray(abs_weight_sums, dtype=np.int64)
+    for i, (m, s) in enumerate(zip(mult, shift)):
+        left, e = max(s, 0), max(-s, 0)
+        scale = 2 << left
+        bound = scale * int(bounds.max() if len(mult) == 1 else bounds[i])  # one multiplier may serve every row
+        if bound >= 1 << 31 and len(mult) > 1 and abs_weight_sums[i] == 0:
+            value = min(max(multiply_by_quantized_multiplier(int(bias[i]), m, s) + out_zp, act[0]), act[1])
+            words.append((0, value - out_zp, 0, 0))
+            scales.append(2)
+            bias[i] = 0
+            continue
+        if bound >= 1 << 31 or scale * 128 > 1 << 15:
+            raise EdgekitError(f"an accumulator of this layer may reach {bound} (bias plus weights times inputs, "
+                               "scaled); the native kernels expect under 2^31")
+        words.append((m, (1 << (e - 1)) if e else 0, e, -1 if e else 0))
+        scales.append(scale)
+    return np.array(words, dtype=np.int64).reshape(-1), np.array(scales, dtype=np.int64), bias
 
 
 def _int32(values: np.ndarray, what: str) -> np.ndarray:

@@ -9,16 +9,27 @@
 
 #include <string.h>
 
-#if defined(__ARM_FEATURE_DSP)
+#if defined(__ARM_FEATURE_DSP) || defined(__ARM_FEATURE_SAT)
 #include <arm_acle.h> /* Cortex-M4/M7/M33 DSP extension: two 16-bit multiply-accumulates per instruction */
+#endif
+
+/* The hot kernels keep -O2 code (unrolled inner loops) in a -Os build; their helpers are always inlined into them. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EK_HOT __attribute__((optimize("O2")))
+#define EK_INLINE static inline __attribute__((always_inline))
+#define EK_NOINLINE __attribute__((noinline))
+#else
+#define EK_HOT
+#define EK_INLINE static inline
+#define EK_NOINLINE
 #endif
 
 #define EK_INT32_MIN (-2147483647 - 1)
 #define EK_INT32_MAX 2147483647
 
-static inline int32_t ek_min(int32_t a, int32_t b) { return a < b ? a : b; }
-static inline int32_t ek_max(int32_t a, int32_t b) { return a > b ? a : b; }
-static inline int32_t ek_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+EK_INLINE int32_t ek_min(int32_t a, int32_t b) { return a < b ? a : b; }
+EK_INLINE int32_t ek_max(int32_t a, int32_t b) { return a > b ? a : b; }
+EK_INLINE int32_t ek_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 /* ------------------------------------------------------------------------------------------------------------
  * Fixed-point primitives (gemmlowp's semantics).
@@ -150,7 +161,7 @@ static int32_t ek_one_minus_x_over_one_plus_x(int32_t a) {
  * [acc < 0] (where they differ, both give 0). One multiply-accumulate and one shift of the high word.
  */
 
-static inline int32_t ek_requantize_acc(int32_t acc, int32_t mult, int32_t shift) {
+EK_INLINE int32_t ek_requantize_acc(int32_t acc, int32_t mult, int32_t shift) {
   if (shift < -1) { /* the usual case, nudge built word by word: c * 2^31 + 2^30 with c = 2^(e-1) - [acc < 0] */
     const int e = -shift;
     const uint32_t lo = 0x40000000u | ((uint32_t)acc & 0x80000000u);
@@ -168,10 +179,6 @@ static inline int32_t ek_requantize_acc(int32_t acc, int32_t mult, int32_t shift
   return (int32_t)(((int64_t)acc * mult + ((int64_t)1 << 30)) >> 31);
 }
 
-static inline int8_t ek_output_s8(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t act_min,
-                                  int32_t act_max) {
-  return (int8_t)ek_clamp(ek_requantize_acc(acc, mult, shift) + out_zp, act_min, act_max);
-}
 
 /* ------------------------------------------------------------------------------------------------------------
  * SIMD primitives. On cores with the DSP extension (Cortex-M4/M7/M33/M55) they are single instructions; with
@@ -181,8 +188,8 @@ static inline int8_t ek_output_s8(int32_t acc, int32_t mult, int32_t shift, int3
 
 #if defined(__ARM_FEATURE_DSP)
 #define EK_SIMD 1
-static inline uint32_t ek_sxtb16(uint32_t v) { return (uint32_t)__sxtb16(v); }
-static inline uint32_t ek_sxtb16_ror8(uint32_t v) {
+EK_INLINE uint32_t ek_sxtb16(uint32_t v) { return (uint32_t)__sxtb16(v); }
+EK_INLINE uint32_t ek_sxtb16_ror8(uint32_t v) {
 #if defined(__GNUC__)
   uint32_t r;
   __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); /* one instruction; the intrinsics would take two */
@@ -191,144 +198,172 @@ static inline uint32_t ek_sxtb16_ror8(uint32_t v) {
   return (uint32_t)__sxtb16(__ror(v, 8));
 #endif
 }
-static inline int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) { return __smlad(a, b, acc); }
-static inline int32_t ek_smlabb(uint32_t a, uint32_t b, int32_t acc) { return __smlabb(a, b, acc); }
-static inline int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) { return __smlatt(a, b, acc); }
+EK_INLINE int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) { return __smlad(a, b, acc); }
+EK_INLINE int32_t ek_smlabb(uint32_t a, uint32_t b, int32_t acc) { return __smlabb(a, b, acc); }
+EK_INLINE int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) { return __smlatt(a, b, acc); }
 #elif defined(EK_EMULATE_DSP)
 #define EK_SIMD 1
-static inline int32_t ek_lo16(uint32_t v) { return (int16_t)(uint16_t)(v & 0xffffu); }
-static inline int32_t ek_hi16(uint32_t v) { return (int16_t)(uint16_t)(v >> 16); }
-static inline uint32_t ek_sxtb16(uint32_t v) {
+EK_INLINE int32_t ek_lo16(uint32_t v) { return (int16_t)(uint16_t)(v & 0xffffu); }
+EK_INLINE int32_t ek_hi16(uint32_t v) { return (int16_t)(uint16_t)(v >> 16); }
+EK_INLINE uint32_t ek_sxtb16(uint32_t v) {
   return (uint32_t)(uint16_t)(int16_t)(int8_t)(v & 0xffu) | ((uint32_t)(uint16_t)(int16_t)(int8_t)((v >> 16) & 0xffu) << 16);
 }
-static inline uint32_t ek_sxtb16_ror8(uint32_t v) { return ek_sxtb16((v >> 8) | (v << 24)); }
-static inline int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) {
+EK_INLINE uint32_t ek_sxtb16_ror8(uint32_t v) { return ek_sxtb16((v >> 8) | (v << 24)); }
+EK_INLINE int32_t ek_smlad(uint32_t a, uint32_t b, int32_t acc) {
   return acc + ek_lo16(a) * ek_lo16(b) + ek_hi16(a) * ek_hi16(b);
 }
-static inline int32_t ek_smlabb(uint32_t a, uint32_t b, int32_t acc) { return acc + ek_lo16(a) * ek_lo16(b); }
-static inline int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) { return acc + ek_hi16(a) * ek_hi16(b); }
+EK_INLINE int32_t ek_smlabb(uint32_t a, uint32_t b, int32_t acc) { return acc + ek_lo16(a) * ek_lo16(b); }
+EK_INLINE int32_t ek_smlatt(uint32_t a, uint32_t b, int32_t acc) { return acc + ek_hi16(a) * ek_hi16(b); }
 #else
 #define EK_SIMD 0
 #endif
 
 #if EK_SIMD
-static inline uint32_t ek_load4(const int8_t *p) {
+EK_INLINE uint32_t ek_load4(const int8_t *p) {
   uint32_t v;
   memcpy(&v, p, sizeof(v)); /* one unaligned LDR on Cortex-M4 */
   return v;
 }
 #endif
 
+/* floor((a * b + acc * 2^32 + 2^31) / 2^32): SMMLAR, a rounded high multiply-accumulate (DSP cores). */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+EK_INLINE int32_t ek_smmlar(int32_t a, int32_t b, int32_t acc) {
+  int32_t r;
+  __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+  return r;
+}
+#else
+EK_INLINE int32_t ek_smmlar(int32_t a, int32_t b, int32_t acc) {
+  return (int32_t)(((int64_t)a * b + (int64_t)acc * 4294967296LL + 2147483648LL) >> 32);
+}
+#endif
+
+/* v clamped to [-128, 127]: one SSAT where the core has it. */
+#if defined(__ARM_FEATURE_SAT)
+EK_INLINE int32_t ek_ssat8(int32_t v) { return __ssat(v, 8); }
+#else
+EK_INLINE int32_t ek_ssat8(int32_t v) { return ek_clamp(v, -128, 127); }
+#endif
+
 /* ------------------------------------------------------------------------------------------------------------
- * Dot products, the inner loop of convolutions and fully connected layers. Weight rows come in blocks of four,
- * interleaved by groups of four inputs (see ek_kernels.h), so one pointer walks all four rows; a row outside
- * any block is plain. Both sides are sign-extended the same way (bytes 0,2 then 1,3), so SMLAD pairs match.
+ * Requantization of accumulators (convolutions, fully connected). The generator scales each output channel's
+ * weights and bias by 2^(1 + left shift) (ek_kernels.h), so an accumulator holds X = 2^(1 + left) * acc, and rq[]
+ * gives {mult, k, e, f} per channel: k = 2^(e-1), f = -1 for a right shift e >= 1, k = f = e = 0 otherwise.
+ *
+ * gemmlowp's doubling high multiply of acc * 2^left, with its nudge-and-truncate, is floor((acc * 2^left * mult +
+ * 2^30) / 2^31) for both signs (mult is positive: it never saturates), which is SMMLAR's floor((X * mult + 2^31) /
+ * 2^32): one instruction, that also adds k from its accumulator operand. TFLite's rounding divide by 2^e (half away
+ * from zero) of that value v is floor((v + 2^(e-1) - [v < 0]) / 2^e), and [v < 0] may be read as [X < 0]: where
+ * they differ v is 0 and both give 0; X >> 31 is -[X < 0], masked by f. So SMMLAR, AND, ADD, ASR per output. The
+ * generator keeps |X| < 2^31, so nothing overflows (|v| < 2^30 and k <= 2^30).
  */
+
+typedef struct {
+  const int32_t *rq;
+  int32_t step; /* 4: one set per output channel; 0: one set for all */
+  int32_t out_zp, act_min, act_max;
+} ek_requant_t;
+
+static void ek_requant_init(ek_requant_t *q, const int32_t *rq, int32_t step, int32_t out_zp, int32_t act_min,
+                            int32_t act_max) {
+  q->rq = rq;
+  q->step = step;
+  q->out_zp = out_zp;
+  q->act_min = act_min;
+  q->act_max = act_max;
+}
+
+/* MultiplyByQuantizedMultiplier(x, mult, -e) + zp, saturated to int8, from 2x (|x| < 2^30; see above). */
+EK_INLINE int32_t ek_rq2(int32_t x2, int32_t mult, int32_t k, int32_t f, int32_t e, int32_t zp) {
+  return ek_ssat8(((ek_smmlar(x2, mult, k) + ((x2 >> 31) & f)) >> e) + zp);
+}
+
+EK_INLINE int32_t ek_rq_out(const int32_t *rq, int32_t acc, int32_t zp) {
+  return ek_rq2(acc, rq[0], rq[1], rq[3], rq[2], zp);
+}
+
+/* A fused activation narrower than int8 clamps the n outputs just written (all the MLPerf Tiny models need none:
+ * their ReLUs end at the int8 range), so that the hot loops only saturate. */
+static void ek_activation_clamp(const ek_requant_t *q, int8_t *out, int32_t n) {
+  int32_t i;
+  if (q->act_min > -128 || q->act_max < 127) {
+    for (i = 0; i < n; i++) {
+      out[i] = (int8_t)ek_clamp(out[i], q->act_min, q->act_max);
+    }
+  }
+}
 
 /* Four accumulators, passed by value so that they stay in registers. */
 typedef struct {
   int32_t a0, a1, a2, a3;
 } ek_acc4_t;
 
-/* acc.ak += sum_i x[i] * row_k[i], i < n, for the four rows of an interleaved block. */
-static inline ek_acc4_t ek_dot_block4(const int8_t *x, const int8_t *w, int32_t n, ek_acc4_t acc) {
-  int32_t i = 0, j;
+/* ------------------------------------------------------------------------------------------------------------
+ * Weight matrices (CONV_2D, FULLY_CONNECTED): int16, doubled, rows in pairs; per group of four columns a row holds
+ * (w0, w2, w1, w3), the order SXTB16 and SXTB16 ROR #8 give the inputs in, and a pair holds row a's group then
+ * row b's (ek_kernels.h). One pointer walks a pair; each weight word feeds an SMLAD with no extension.
+ */
+
+/* Inputs 4g .. 4g + 3 of x (n of them) as one word, zero past n (the weights are zero there). */
+EK_INLINE uint32_t ek_group(const int8_t *x, int32_t g, int32_t n) {
+  uint32_t v = 0;
+  int32_t j;
 #if EK_SIMD
-#if defined(__GNUC__)
-  w = (const int8_t *)__builtin_assume_aligned(w, 4); /* the generator aligns weight blocks: LDRD pairs */
-#endif
-  for (; i + 4 <= n; i += 4, w += 16) {
-    const uint32_t xv = ek_load4(x + i);
-    const uint32_t xe = ek_sxtb16(xv), xo = ek_sxtb16_ror8(xv);
-    uint32_t wv = ek_load4(w);
-    acc.a0 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a0));
-    wv = ek_load4(w + 4);
-    acc.a1 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a1));
-    wv = ek_load4(w + 8);
-    acc.a2 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a2));
-    wv = ek_load4(w + 12);
-    acc.a3 = ek_smlad(xo, ek_sxtb16_ror8(wv), ek_smlad(xe, ek_sxtb16(wv), acc.a3));
+  if (4 * g + 4 <= n) {
+    return ek_load4(x + 4 * g);
   }
+#endif
+  for (j = 0; j < 4 && 4 * g + j < n; j++) {
+    v |= (uint32_t)(uint8_t)x[4 * g + j] << (8 * j);
+  }
+  return v;
+}
+
+/* out[o] = requantized(bias[o] + 2 * sum_i x[i] * row_o[i]) for every row of the matrix: a fully connected layer,
+ * or one output pixel of a convolution on a core without DSP. */
+static EK_HOT void ek_matvec_pairs(const int8_t *x, int32_t n, const int16_t *weights, int32_t out_n,
+                                   const int32_t *bias, const ek_requant_t *requant, int8_t *output) {
+  const int32_t groups = (n + 3) / 4, zp = requant->out_zp, step = requant->step;
+  const int32_t *const rq = requant->rq;
+  int32_t o, g;
+  for (o = 0; o < out_n; o += 2) {
+    const int32_t rows = o + 1 < out_n ? 2 : 1; /* 1: the plain row after the last pair */
+    const int16_t *w = weights + o * 4 * groups;
+    int32_t a = bias[o], b = rows == 2 ? bias[o + 1] : 0;
+    int8_t va, vb;
+#if EK_SIMD
+    const uint32_t *w32 = (const uint32_t *)(const void *)w;
+    if (rows == 2) {
+      for (g = 0; g < groups; g++, w32 += 4) {
+        const uint32_t v = ek_group(x, g, n), xe = ek_sxtb16(v), xo = ek_sxtb16_ror8(v);
+        a = ek_smlad(xo, w32[1], ek_smlad(xe, w32[0], a));
+        b = ek_smlad(xo, w32[3], ek_smlad(xe, w32[2], b));
+      }
+    } else {
+      for (g = 0; g < groups; g++, w32 += 2) {
+        const uint32_t v = ek_group(x, g, n);
+        a = ek_smlad(ek_sxtb16_ror8(v), w32[1], ek_smlad(ek_sxtb16(v), w32[0], a));
+      }
+    }
 #else
-  for (; i + 4 <= n; i += 4, w += 16) {
-    const int32_t x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
-    acc.a0 += x0 * w[0] + x1 * w[1] + x2 * w[2] + x3 * w[3];
-    acc.a1 += x0 * w[4] + x1 * w[5] + x2 * w[6] + x3 * w[7];
-    acc.a2 += x0 * w[8] + x1 * w[9] + x2 * w[10] + x3 * w[11];
-    acc.a3 += x0 * w[12] + x1 * w[13] + x2 * w[14] + x3 * w[15];
-  }
+    for (g = 0; g < groups; g++, w += 4 * rows) {
+      const uint32_t v = ek_group(x, g, n);
+      const int32_t x0 = (int8_t)v, x1 = (int8_t)(v >> 8), x2 = (int8_t)(v >> 16), x3 = (int8_t)(v >> 24);
+      a += x0 * w[0] + x2 * w[1] + x1 * w[2] + x3 * w[3];
+      if (rows == 2) {
+        b += x0 * w[4] + x2 * w[5] + x1 * w[6] + x3 * w[7];
+      }
+    }
 #endif
-  for (j = 0; i + j < n; j++) { /* the last group, zero-padded in the weights */
-    const int32_t xv = x[i + j];
-    acc.a0 += xv * w[j];
-    acc.a1 += xv * w[4 + j];
-    acc.a2 += xv * w[8 + j];
-    acc.a3 += xv * w[12 + j];
+    va = (int8_t)ek_rq_out(rq + o * step, a, zp);
+    vb = (int8_t)ek_rq_out(rq + (o + 1) * step, b, zp);
+    output[o] = va; /* stores after every load: an int8 store may alias anything the compiler cannot see */
+    if (rows == 2) {
+      output[o + 1] = vb;
+    }
   }
-  return acc;
-}
-
-/* acc + sum_i x[i] * w[i], i < n, for a plain row. */
-static inline int32_t ek_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
-  int32_t i = 0;
-#if EK_SIMD
-  for (; i + 4 <= n; i += 4) {
-    const uint32_t xv = ek_load4(x + i), wv = ek_load4(w + i);
-    acc = ek_smlad(ek_sxtb16_ror8(xv), ek_sxtb16_ror8(wv), ek_smlad(ek_sxtb16(xv), ek_sxtb16(wv), acc));
-  }
-#endif
-  for (; i < n; i++) {
-    acc += (int32_t)x[i] * w[i];
-  }
-  return acc;
-}
-
-/* How accumulators become int8 outputs: per-channel (or one) multiplier and shift, zero point, clamp. */
-typedef struct {
-  const int32_t *mult;
-  const int8_t *shift;
-  int32_t per_channel, out_zp, act_min, act_max;
-} ek_requant_t;
-
-static inline int8_t ek_requant_output(const ek_requant_t *q, int32_t channel, int32_t acc) {
-  const int32_t c = q->per_channel ? channel : 0;
-  return ek_output_s8(acc, q->mult[c], q->shift[c], q->out_zp, q->act_min, q->act_max);
-}
-
-static inline ek_acc4_t ek_bias4(const int32_t *bias) {
-  ek_acc4_t acc;
-  acc.a0 = bias[0];
-  acc.a1 = bias[1];
-  acc.a2 = bias[2];
-  acc.a3 = bias[3];
-  return acc;
-}
-
-/* Outputs channel .. channel + 3 from four accumulators. */
-static inline void ek_output4(const ek_requant_t *q, int32_t channel, ek_acc4_t acc, int8_t *output) {
-  const int8_t v0 = ek_requant_output(q, channel, acc.a0), v1 = ek_requant_output(q, channel + 1, acc.a1);
-  const int8_t v2 = ek_requant_output(q, channel + 2, acc.a2), v3 = ek_requant_output(q, channel + 3, acc.a3);
-  output[0] = v0; /* stores after every load: an int8 store may alias anything the compiler cannot see */
-  output[1] = v1;
-  output[2] = v2;
-  output[3] = v3;
-}
-
-/* out[o] for every row o of a weight matrix (see ek_kernels.h) times the n inputs x: a fully connected layer,
- * or one output pixel of a convolution (its window read in place or gathered into a column). */
-static void ek_matvec_s8(const int8_t *x, int32_t n, const int8_t *weights, int32_t n_padded, int32_t out_n,
-                         const int32_t *bias, const ek_requant_t *requant, int8_t *output) {
-  const ek_requant_t local = *requant, *q = &local; /* a copy in registers: output stores cannot alias it */
-  const int32_t full = out_n & ~3;
-  int32_t o;
-  for (o = 0; o < full; o += 4) {
-    const int8_t *w = weights + o * n_padded;
-    ek_output4(q, o, ek_dot_block4(x, w, n, ek_bias4(bias + o)), output + o);
-  }
-  for (; o < out_n; o++) {
-    const int8_t *w = weights + o * n_padded;
-    output[o] = ek_requant_output(q, o, ek_dot_s8(x, w, n, bias[o]));
-  }
+  ek_activation_clamp(requant, output, out_n);
 }
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -371,43 +406,38 @@ static const int8_t *ek_conv_column(const ek_conv_params_t *p, const int8_t *inp
   }
   for (ky = 0; ky < k_h; ky++) {
     const int32_t iy = iy0 + ky * p->dil_h;
+    const int8_t *row = input + (iy * in_w + ix0) * in_c;
+    if (ky >= ky0 && ky < ky1 && kx0 == 0 && kx1 == k_w && p->dil_w == 1) { /* a whole window row: one copy */
+      for (i = 0; i < k_w * in_c; i++) {
+        dst[i] = row[i];
+      }
+      dst += k_w * in_c;
+      continue;
+    }
     for (kx = 0; kx < k_w; kx++, dst += in_c) {
-      if (ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1) {
-        memset(dst, p->in_zp, (size_t)in_c);
-      } else if (in_c >= 8) {
-        memcpy(dst, input + (iy * in_w + ix0 + kx * p->dil_w) * in_c, (size_t)in_c);
-      } else {
-        const int8_t *x = input + (iy * in_w + ix0 + kx * p->dil_w) * in_c;
-        for (i = 0; i < in_c; i++) {
-          dst[i] = x[i];
-        }
+      const int32_t inside = ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1;
+      for (i = 0; i < in_c; i++) {
+        dst[i] = inside ? row[kx * p->dil_w * in_c + i] : (int8_t)p->in_zp;
       }
     }
   }
-  *n = (k_h * k_w * in_c + 3) & ~3;
+  *n = k_h * k_w * in_c;
   return col;
 }
 
 #if EK_SIMD
 /* One group of four int8 inputs, sign-extended: (x0, x2), (x1, x3). The extended buffer of a pixel pair holds,
  * per group, pixel 0's two words then pixel 1's, so that every weight word loaded serves both pixels. */
-static inline void ek_extend_group(uint32_t v, uint32_t *out) {
+EK_INLINE void ek_extend_group(uint32_t v, uint32_t *out) {
   out[0] = ek_sxtb16(v);
   out[1] = ek_sxtb16_ror8(v);
 }
 
 /* n contiguous int8 inputs of one pixel into its extended words; zeros past n (the weights are zero there). */
 static void ek_extend_column(const int8_t *x, int32_t n, uint32_t *out) {
-  int32_t i, j;
-  for (i = 0; i + 4 <= n; i += 4, out += 4) {
-    ek_extend_group(ek_load4(x + i), out);
-  }
-  if (i < n) {
-    uint32_t v = 0;
-    for (j = 0; i + j < n; j++) {
-      v |= (uint32_t)(uint8_t)x[i + j] << (8 * j);
-    }
-    ek_extend_group(v, out);
+  int32_t g;
+  for (g = 0; g < (n + 3) / 4; g++, out += 4) {
+    ek_extend_group(ek_group(x, g, n), out);
   }
 }
 
@@ -437,118 +467,152 @@ static void ek_extend_window(const ek_conv_params_t *p, const int8_t *input, int
   }
 }
 
-/* Rows r and r + 1 of an interleaved block (w points at row r's first word) times two extended pixels:
- * a0 = (pixel 0, row r), a1 = (pixel 1, row r), a2 = (pixel 0, row r + 1), a3 = (pixel 1, row r + 1). */
-static inline ek_acc4_t ek_dot2x2(const uint32_t *x, const int8_t *w, int32_t groups, ek_acc4_t acc) {
-  const uint32_t *const end = x + 4 * groups;
-#if defined(__GNUC__)
-  w = (const int8_t *)__builtin_assume_aligned(w, 4);
+/* Two pixels times one pair of rows, per group of four taps: four input words (pixel 0's, pixel 1's) and four
+ * weight words (row a's, row b's), every one of them read by two SMLADs: 8 SMLAD for 16 multiply-accumulates.
+ * a0 = (pixel 0, row a), a1 = (pixel 1, row a), a2 = (pixel 0, row b), a3 = (pixel 1, row b). */
+EK_INLINE ek_acc4_t ek_mac2x2(const uint32_t *x, const uint32_t *w, int32_t groups, ek_acc4_t acc) {
+  const uint32_t *const end = w + 4 * groups;
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+  /* Two groups per iteration, scheduled by hand: one LDM takes a group's four input words (fixed registers, as
+   * LDM wants them ascending), two LDRD with write-back take the weights, so a group costs 3 loads + 8 SMLAD
+   * (GCC issues 8 single loads and spills). 11 registers stay live. */
+  const uint32_t *const end2 = w + 4 * (groups & ~1);
+  uint32_t wa, wb;
+  __asm__("cmp %[w], %[end]\n\t"
+          "beq 2f\n"
+          "1:\n\t"
+          "ldm %[x]!, {r4, r5, r6, r8}\n\t"
+          "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+          "smlad %[a0], r4, %[wa], %[a0]\n\t"
+          "smlad %[a0], r5, %[wb], %[a0]\n\t"
+          "smlad %[a1], r6, %[wa], %[a1]\n\t"
+          "smlad %[a1], r8, %[wb], %[a1]\n\t"
+          "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+          "smlad %[a2], r4, %[wa], %[a2]\n\t"
+          "smlad %[a2], r5, %[wb], %[a2]\n\t"
+          "smlad %[a3], r6, %[wa], %[a3]\n\t"
+          "smlad %[a3], r8, %[wb], %[a3]\n\t"
+          "ldm %[x]!, {r4, r5, r6, r8}\n\t"
+          "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+          "smlad %[a0], r4, %[wa], %[a0]\n\t"
+          "smlad %[a0], r5, %[wb], %[a0]\n\t"
+          "smlad %[a1], r6, %[wa], %[a1]\n\t"
+          "smlad %[a1], r8, %[wb], %[a1]\n\t"
+          "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+          "smlad %[a2], r4, %[wa], %[a2]\n\t"
+          "smlad %[a2], r5, %[wb], %[a2]\n\t"
+          "smlad %[a3], r6, %[wa], %[a3]\n\t"
+          "smlad %[a3], r8, %[wb], %[a3]\n\t"
+          "cmp %[w], %[end]\n\t"
+          "bne 1b\n"
+          "2:"
+          : [a0] "+r"(acc.a0), [a1] "+r"(acc.a1), [a2] "+r"(acc.a2), [a3] "+r"(acc.a3), [x] "+r"(x), [w] "+r"(w),
+            [wa] "=&r"(wa), [wb] "=&r"(wb)
+          : [end] "r"(end2)
+          : "r4", "r5", "r6", "r8", "cc", "memory");
 #endif
-  for (; x < end; x += 4, w += 16) {
-    const uint32_t wa = ek_load4(w), wb = ek_load4(w + 4);
-    const uint32_t ae = ek_sxtb16(wa), ao = ek_sxtb16_ror8(wa), be = ek_sxtb16(wb), bo = ek_sxtb16_ror8(wb);
-    acc.a0 = ek_smlad(x[1], ao, ek_smlad(x[0], ae, acc.a0));
-    acc.a1 = ek_smlad(x[3], ao, ek_smlad(x[2], ae, acc.a1));
-    acc.a2 = ek_smlad(x[1], bo, ek_smlad(x[0], be, acc.a2));
-    acc.a3 = ek_smlad(x[3], bo, ek_smlad(x[2], be, acc.a3));
+  for (; w < end; w += 4, x += 4) {
+    const uint32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+    acc.a0 = ek_smlad(x1, w[1], ek_smlad(x0, w[0], acc.a0));
+    acc.a1 = ek_smlad(x3, w[1], ek_smlad(x2, w[0], acc.a1));
+    acc.a2 = ek_smlad(x1, w[3], ek_smlad(x0, w[2], acc.a2));
+    acc.a3 = ek_smlad(x3, w[3], ek_smlad(x2, w[2], acc.a3));
   }
   return acc;
 }
 
-static inline ek_acc4_t ek_bias2x2(const int32_t *bias) {
-  ek_acc4_t acc;
-  acc.a0 = acc.a1 = bias[0];
-  acc.a2 = acc.a3 = bias[1];
-  return acc;
-}
-
-/* Two output pixels of a convolution from their extended inputs (groups of four): the weight blocks two rows
- * at a time, then the rows left over (plain rows, read a word at a time). */
-static void ek_matvec2_s8(const uint32_t *extended, int32_t groups, const int8_t *weights, int32_t n_padded,
-                          int32_t out_n, const int32_t *bias, const ek_requant_t *requant, int8_t *out0,
-                          int8_t *out1) {
-  const ek_requant_t local = *requant, *q = &local;
-  const int32_t full = out_n & ~3;
+/* Two output pixels of a convolution from their extended inputs: the rows a pair at a time, then the plain row
+ * left over. out0 and out1 may be the same pixel (an odd last pixel pairs with itself). */
+static EK_HOT void ek_conv_pixel_pair(const uint32_t *ext, int32_t groups, const int16_t *weights, int32_t out_n,
+                                      const int32_t *bias, const ek_requant_t *requant, int8_t *out0,
+                                      int8_t *out1) {
+  const uint32_t *w = (const uint32_t *)(const void *)weights;
+  const int32_t *rq = requant->rq, zp = requant->out_zp;
   int32_t o, g;
-  for (o = 0; o < full; o += 4) {
-    const int8_t *w = weights + o * n_padded;
-    const ek_acc4_t lo = ek_dot2x2(extended, w, groups, ek_bias2x2(bias + o));
-    const ek_acc4_t hi = ek_dot2x2(extended, w + 8, groups, ek_bias2x2(bias + o + 2));
-    ek_acc4_t p0, p1;
-    p0.a0 = lo.a0;
-    p0.a1 = lo.a2;
-    p0.a2 = hi.a0;
-    p0.a3 = hi.a2;
-    p1.a0 = lo.a1;
-    p1.a1 = lo.a3;
-    p1.a2 = hi.a1;
-    p1.a3 = hi.a3;
-    ek_output4(q, o, p0, out0 + o);
-    ek_output4(q, o, p1, out1 + o);
+  for (o = 0; o + 2 <= out_n; o += 2, w += 4 * groups, rq += 8) {
+    ek_acc4_t acc;
+    int8_t v0, v1, v2, v3;
+    acc.a0 = acc.a1 = bias[o];
+    acc.a2 = acc.a3 = bias[o + 1];
+    acc = ek_mac2x2(ext, w, groups, acc);
+    v0 = (int8_t)ek_rq_out(rq, acc.a0, zp);
+    v1 = (int8_t)ek_rq_out(rq, acc.a1, zp);
+    v2 = (int8_t)ek_rq_out(rq + 4, acc.a2, zp);
+    v3 = (int8_t)ek_rq_out(rq + 4, acc.a3, zp);
+    out0[o] = v0; /* stores after every load: an int8 store may alias anything the compiler cannot see */
+    out0[o + 1] = v2;
+    out1[o] = v1;
+    out1[o + 1] = v3;
   }
-  for (; o < out_n; o++) {
-    const int8_t *w = weights + o * n_padded;
+  if (o < out_n) {
     int32_t a0 = bias[o], a1 = bias[o];
+    int8_t v0, v1;
     for (g = 0; g < groups; g++) {
-      const uint32_t wv = ek_load4(w + 4 * g), we = ek_sxtb16(wv), wo = ek_sxtb16_ror8(wv);
-      const uint32_t *x = extended + 4 * g;
-      a0 = ek_smlad(x[1], wo, ek_smlad(x[0], we, a0));
-      a1 = ek_smlad(x[3], wo, ek_smlad(x[2], we, a1));
+      const uint32_t *x = ext + 4 * g;
+      a0 = ek_smlad(x[1], w[2 * g + 1], ek_smlad(x[0], w[2 * g], a0));
+      a1 = ek_smlad(x[3], w[2 * g + 1], ek_smlad(x[2], w[2 * g], a1));
     }
-    out0[o] = ek_requant_output(q, o, a0);
-    out1[o] = ek_requant_output(q, o, a1);
+    v0 = (int8_t)ek_rq_out(rq, a0, zp);
+    v1 = (int8_t)ek_rq_out(rq, a1, zp);
+    out0[o] = v0;
+    out1[o] = v1;
   }
+  ek_activation_clamp(requant, out0, out_n);
+  ek_activation_clamp(requant, out1, out_n);
 }
 #endif
 
 void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
   const int32_t out_c = p->out_c;
-  const int32_t taps = p->k_h * p->k_w * p->in_c, n_padded = (taps + 3) & ~3;
-  const ek_requant_t q = {p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max};
   const int32_t pixels = p->out_h * p->out_w;
-  int8_t *col0 = scratch, *col1 = scratch + n_padded;
-  int32_t pixel, i, n0;
-  for (i = taps; i < n_padded; i++) {
-    col0[i] = col1[i] = 0; /* the weights are zero there too */
-  }
-  for (pixel = 0; pixel < pixels; pixel++, output += out_c) { /* in raster order, pairs across row ends too */
-    const int8_t *x0;
+  ek_requant_t q;
+  int32_t pixel, n0;
+  ek_requant_init(&q, p->rq, 4, p->out_zp, p->act_min, p->act_max);
 #if EK_SIMD
-    if (pixel + 1 < pixels && out_c >= 4) { /* both windows are read before any output is written */
-      uint32_t *extended = (uint32_t *)(void *)(scratch + (p->in_c % 4 == 0 ? 0 : 2 * n_padded));
+  {
+    const int32_t taps = p->k_h * p->k_w * p->in_c, groups = (taps + 3) / 4;
+    uint32_t *ext = (uint32_t *)(void *)(scratch + (p->in_c % 4 == 0 ? 0 : 8 * groups));
+    for (pixel = 0; pixel < pixels; pixel += 2) { /* in raster order, pairs across row ends too */
+      const int32_t second = pixel + 1 < pixels ? pixel + 1 : pixel;
+      int8_t *out1 = output + (second - pixel) * out_c;
       if (p->in_c % 4 == 0) { /* every tap is whole groups: extended straight from the input */
-        ek_extend_window(p, input, pixel, extended);
-        ek_extend_window(p, input, pixel + 1, extended + 2);
+        ek_extend_window(p, input, pixel, ext);
+        ek_extend_window(p, input, second, ext + 2);
       } else { /* gathered first (two int8 columns in front of the extended buffer) */
         int32_t n1;
-        const int8_t *x1;
-        x0 = ek_conv_column(p, input, pixel, col0, &n0);
-        x1 = ek_conv_column(p, input, pixel + 1, col1, &n1);
-        ek_extend_column(x0, n0, extended);
-        ek_extend_column(x1, n1, extended + 2);
+        const int8_t *x0 = ek_conv_column(p, input, pixel, scratch, &n0);
+        const int8_t *x1 = ek_conv_column(p, input, second, scratch + 4 * groups, &n1);
+        ek_extend_column(x0, n0, ext);
+        ek_extend_column(x1, n1, ext + 2);
       }
-      ek_matvec2_s8(extended, n_padded / 4, p->weights, n_padded, out_c, p->bias, &q, output, output + out_c);
-      pixel++;
-      output += out_c;
-      continue;
+      /* both windows are read before any output is written */
+      ek_conv_pixel_pair(ext, groups, p->weights, out_c, p->bias, &q, output, out1);
+      output = out1 + out_c;
     }
-#endif
-    x0 = ek_conv_column(p, input, pixel, col0, &n0);
-    ek_matvec_s8(x0, n0, p->weights, n_padded, out_c, p->bias, &q, output);
   }
+#else
+  for (pixel = 0; pixel < pixels; pixel++, output += out_c) {
+    const int8_t *x0 = ek_conv_column(p, input, pixel, scratch, &n0);
+    ek_matvec_pairs(x0, n0, p->weights, out_c, p->bias, &q, output);
+  }
+#endif
 }
 
+/* DEPTHWISE_CONV_2D with depth multiplier 1 and channels a multiple of 4 has its weights blocked (ek_kernels.h):
+ * per block of four channels c..c+3 and per tap (w_c, w_c+2), (w_c+1, w_c+3), so that one LDRD gives the two
+ * words SMLABB/SMLATT pair with SXTB16 and SXTB16 ROR #8 of four input bytes (channels stay apart: the bottom
+ * halves multiply each other, then the tops). Other depthwise layers keep TFLite's order. */
 #if EK_SIMD
-/* Four channels (c..c+3) of one depthwise output pixel, depth multiplier 1: SMLABB/SMLATT keep channels apart. */
-static inline ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, int32_t taps, const int8_t *w,
-                                      int32_t channels, ek_acc4_t acc) {
+/* Channels c..c+3 of one output pixel over `taps` taps; with a constant taps (3x3) the loop unrolls whole. */
+EK_INLINE ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, const uint32_t *w, int32_t taps,
+                                  ek_acc4_t acc) {
   int32_t t;
 #if defined(__GNUC__)
-#pragma GCC unroll 3
+#pragma GCC unroll 9
 #endif
-  for (t = 0; t < taps; t++, w += channels) {
-    const uint32_t xv = ek_load4(src[t] + c), wv = ek_load4(w);
-    const uint32_t xe = ek_sxtb16(xv), we = ek_sxtb16(wv), xo = ek_sxtb16_ror8(xv), wo = ek_sxtb16_ror8(wv);
+  for (t = 0; t < taps; t++, w += 2) {
+    const uint32_t xv = ek_load4(src[t] + c), xe = ek_sxtb16(xv), xo = ek_sxtb16_ror8(xv);
+    const uint32_t we = w[0], wo = w[1];
     acc.a0 = ek_smlabb(xe, we, acc.a0);
     acc.a2 = ek_smlatt(xe, we, acc.a2);
     acc.a1 = ek_smlabb(xo, wo, acc.a1);
@@ -558,14 +622,73 @@ static inline ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, int32
 }
 #endif
 
+static EK_HOT void ek_depthwise_pixel(const ek_conv_params_t *p, const int8_t *const *src, const ek_requant_t *q,
+                                      int8_t *output) {
+  const int32_t out_c = p->out_c, taps = p->k_h * p->k_w, mult_c = p->depth_multiplier, zp = q->out_zp;
+  const int32_t *bias = p->bias, *rq = q->rq;
+  const int16_t *w16 = p->weights;
+  int32_t c, t;
+  if (mult_c == 1 && out_c % 4 == 0) {
+    for (c = 0; c < out_c; c += 4, w16 += 4 * taps, rq += 16) {
+      int32_t a0, a1, a2, a3;
+      int8_t v0, v1, v2, v3;
+#if EK_SIMD
+      const uint32_t *w = (const uint32_t *)(const void *)w16;
+      ek_acc4_t acc;
+      acc.a0 = bias[c];
+      acc.a1 = bias[c + 1];
+      acc.a2 = bias[c + 2];
+      acc.a3 = bias[c + 3];
+      acc = taps == 9 ? ek_depthwise4(src, c, w, 9, acc) : ek_depthwise4(src, c, w, taps, acc);
+      a0 = acc.a0;
+      a1 = acc.a1;
+      a2 = acc.a2;
+      a3 = acc.a3;
+#else
+      const int16_t *w = w16;
+      a0 = bias[c];
+      a1 = bias[c + 1];
+      a2 = bias[c + 2];
+      a3 = bias[c + 3];
+      for (t = 0; t < taps; t++, w += 4) {
+        const int8_t *x = src[t] + c;
+        a0 += x[0] * w[0];
+        a2 += x[2] * w[1];
+        a1 += x[1] * w[2];
+        a3 += x[3] * w[3];
+      }
+#endif
+      v0 = (int8_t)ek_rq_out(rq, a0, zp);
+      v1 = (int8_t)ek_rq_out(rq + 4, a1, zp);
+      v2 = (int8_t)ek_rq_out(rq + 8, a2, zp);
+      v3 = (int8_t)ek_rq_out(rq + 12, a3, zp);
+      output[c] = v0;
+      output[c + 1] = v1;
+      output[c + 2] = v2;
+      output[c + 3] = v3;
+    }
+  } else {
+    for (c = 0; c < out_c; c++, rq += 4) {
+      const int32_t ic = c / mult_c;
+      const int16_t *w = w16 + c;
+      int32_t acc = bias[c];
+      for (t = 0; t < taps; t++, w += out_c) {
+        acc += (int32_t)*w * src[t][ic];
+      }
+      output[c] = (int8_t)ek_rq_out(rq, acc, zp);
+    }
+  }
+  ek_activation_clamp(q, output, out_c);
+}
+
 void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
   const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, out_c = p->out_c;
-  const int32_t k_h = p->k_h, k_w = p->k_w, taps = k_h * k_w;
-  const int32_t mult_c = p->depth_multiplier;
+  const int32_t k_h = p->k_h, k_w = p->k_w;
   /* scratch: in_c bytes of in_zp (what a tap outside the input reads), then one input pointer per tap */
   const int8_t **src = (const int8_t **)(void *)(scratch + ((in_c + 7) & ~7));
-  const ek_requant_t q = {p->mult, p->shift, 1, p->out_zp, p->act_min, p->act_max};
+  ek_requant_t q;
   int32_t oy, ox, ky, kx, t, c;
+  ek_requant_init(&q, p->rq, 4, p->out_zp, p->act_min, p->act_max);
   for (c = 0; c < in_c; c++) {
     scratch[c] = (int8_t)p->in_zp;
   }
@@ -573,51 +696,29 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
     int32_t ky0, ky1;
     ek_window_range(iy0, k_h, p->dil_h, in_h, &ky0, &ky1);
-    for (ox = 0; ox < p->out_w; ox++) {
+    for (ox = 0; ox < p->out_w; ox++, output += out_c) {
       const int32_t ix0 = ox * p->stride_w - p->pad_left;
       int32_t kx0, kx1;
       ek_window_range(ix0, k_w, p->dil_w, in_w, &kx0, &kx1);
       for (ky = 0, t = 0; ky < k_h; ky++) {
-        const int32_t iy = iy0 + ky * p->dil_h;
+        const int8_t *row = input + ((iy0 + ky * p->dil_h) * in_w + ix0) * in_c;
         for (kx = 0; kx < k_w; kx++, t++) {
           const int32_t inside = ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1;
-          src[t] = inside ? input + (iy * in_w + ix0 + kx * p->dil_w) * in_c : scratch;
+          src[t] = inside ? row + kx * p->dil_w * in_c : scratch;
         }
       }
-      c = 0;
-#if EK_SIMD
-      if (mult_c == 1) {
-        for (; c + 4 <= out_c; c += 4) {
-          ek_acc4_t acc = ek_bias4(p->bias + c);
-          if (taps == 9) { /* 3x3: a loop the compiler unrolls */
-            acc = ek_depthwise4(src, c, 9, p->weights + c, out_c, acc);
-          } else {
-            acc = ek_depthwise4(src, c, taps, p->weights + c, out_c, acc);
-          }
-          ek_output4(&q, c, acc, output + c);
-        }
-      }
-#endif
-      for (; c < out_c; c++) {
-        const int32_t ic = c / mult_c;
-        const int8_t *w = p->weights + c;
-        int32_t acc = p->bias[c];
-        for (t = 0; t < taps; t++, w += out_c) {
-          acc += (int32_t)*w * src[t][ic];
-        }
-        output[c] = ek_requant_output(&q, c, acc);
-      }
-      output += out_c;
+      ek_depthwise_pixel(p, src, &q, output);
     }
   }
 }
 
 void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output) {
   const int32_t in_n = p->in_n, out_n = p->out_n;
-  const ek_requant_t q = {p->mult, p->shift, p->per_channel, p->out_zp, p->act_min, p->act_max};
+  ek_requant_t q;
   int32_t b;
+  ek_requant_init(&q, p->rq, p->per_channel ? 4 : 0, p->out_zp, p->act_min, p->act_max);
   for (b = 0; b < p->batches; b++) {
-    ek_matvec_s8(input, in_n, p->weights, (in_n + 3) & ~3, out_n, p->bias, &q, output);
+    ek_matvec_pairs(input, in_n, p->weights, out_n, p->bias, &q, output);
     input += in_n;
     output += out_n;
   }
@@ -704,7 +805,39 @@ static inline int8_t ek_mul_one(const ek_binary_params_t *p, int32_t a, int32_t 
     }                                                                                                        \
   } while (0)
 
+/* TFLite's MultiplyByQuantizedMultiplier(x, mult, -e) for e >= 0, given 2x (|x| < 2^30): as ek_rq2, unsaturated. */
+EK_INLINE int32_t ek_rescale2(int32_t x2, int32_t mult, int32_t k, int32_t f, int32_t e) {
+  return (ek_smmlar(x2, mult, k) + ((x2 >> 31) & f)) >> e;
+}
+
+/* ADD of same-shape inputs when every shift is a right shift (the usual case): each input rescaled, summed and
+ * requantized with three SMMLARs (ek_rescale2), about 20 instructions per element instead of three 64-bit
+ * multiplies; (a + a_offset) << 21 is twice TFLite's (a + a_offset) << 20 and stays under 2^29. */
+static EK_HOT void ek_add_fast(const ek_binary_params_t *p, const int8_t *a, const int8_t *b, int8_t *output,
+                               int32_t n) {
+  const int32_t ea = -p->a_shift, eb = -p->b_shift, eo = -p->out_shift;
+  const int32_t ka = ea ? 1 << (ea - 1) : 0, kb = eb ? 1 << (eb - 1) : 0, ko = eo ? 1 << (eo - 1) : 0;
+  const int32_t fa = ea ? -1 : 0, fb = eb ? -1 : 0, fo = eo ? -1 : 0;
+  const int32_t ma = p->a_mult, mb = p->b_mult, mo = p->out_mult;
+  const int32_t oa = p->a_offset * (1 << 21), ob = p->b_offset * (1 << 21), zp = p->out_zp;
+  const int32_t lo = p->act_min, hi = p->act_max, narrow = lo > -128 || hi < 127;
+  int32_t i;
+  for (i = 0; i < n; i++) {
+    const int32_t sa = ek_rescale2(a[i] * (1 << 21) + oa, ma, ka, fa, ea);
+    const int32_t sb = ek_rescale2(b[i] * (1 << 21) + ob, mb, kb, fb, eb);
+    int32_t t = ek_rq2((sa + sb) * 2, mo, ko, fo, eo, zp);
+    if (narrow) {
+      t = ek_clamp(t, lo, hi);
+    }
+    output[i] = (int8_t)t;
+  }
+}
+
 void ek_add_s8(const ek_binary_params_t *p, const int8_t *a, const int8_t *b, int8_t *output) {
+  if (!p->broadcast && p->left_shift == 20 && p->a_shift <= 0 && p->b_shift <= 0 && p->out_shift <= 0) {
+    ek_add_fast(p, a, b, output, p->dims[0] * p->dims[1] * p->dims[2] * p->dims[3]);
+    return;
+  }
   EK_BINARY_LOOP(ek_add_one);
 }
 

@@ -20,15 +20,21 @@ extern "C" {
 #endif
 
 /* Weight matrices of CONV_2D (rows = output channels, columns = [k_h][k_w][in_c] taps) and FULLY_CONNECTED
- * (rows = outputs, columns = inputs): each row zero-padded to a multiple of 4 columns (n_padded); rows come in
- * blocks of four interleaved by groups of four columns (row 0 cols 0-3, row 1 cols 0-3, row 2, row 3, then
- * row 0 cols 4-7...), so one pointer walks four rows; the rows left over after the last block are plain.
- * DEPTHWISE_CONV_2D weights keep TFLite's layout, [k_h][k_w][out_c]. bias[] already holds
- * bias - in_zp * sum(weights of that output): a tap outside the input reads in_zp and so adds nothing, which is
- * exactly TFLite Micro's sum of weight * (input - in_zp) over the taps inside.
+ * (rows = outputs, columns = inputs): int16, each row zero-padded to a multiple of 4 columns; rows in pairs, per
+ * group of four columns row a's (w0, w2, w1, w3) then row b's, the order SXTB16 / SXTB16 ROR #8 give four int8
+ * inputs in; a last odd row is plain (w0, w2, w1, w3) groups. DEPTHWISE_CONV_2D with depth multiplier 1 and
+ * channels a multiple of 4: int16, per block of four channels c..c+3 and per tap (w_c, w_c+2, w_c+1, w_c+3); other
+ * depthwise layers: int16 in TFLite's [k_h][k_w][out_c] order.
+ * Every weight and bias of an output channel is multiplied by 2^(1 + left shift) (its requantization's; usually
+ * 2), so accumulators hold that multiple of TFLite's: the kernels then only shift right (see ek_kernels.c).
+ * bias[] holds that multiple of bias - in_zp * sum(weights of that output): a tap outside the input reads in_zp
+ * and so adds nothing, which is exactly TFLite Micro's sum of weight * (input - in_zp) over the taps inside.
+ * rq[] holds four words per output channel: {mult, 2^(e-1), e, -1} with e = -shift >= 1, {mult, 0, 0, 0} for a
+ * shift of 0 or more; the generator makes sure accumulators stay under 2^31.
  *
  * CONV_2D and DEPTHWISE_CONV_2D take a scratch buffer (a part of the arena the generator reserves): conv
- * needs 4 * n_padded bytes (two windows as int16), 6 * n_padded when in_c is not a multiple of 4, depthwise (in_c rounded up to 8) + 8 * k_h * k_w bytes, 8-aligned. */
+ * needs 4 * n_padded bytes (two windows as int16), 6 * n_padded when in_c is not a multiple of 4, depthwise
+ * (in_c rounded up to 8) + 8 * k_h * k_w bytes, 8-aligned. */
 typedef struct {
   int32_t in_h, in_w, in_c;
   int32_t out_h, out_w, out_c;
@@ -39,25 +45,23 @@ typedef struct {
   int32_t depth_multiplier; /* depthwise only */
   int32_t in_zp, out_zp;
   int32_t act_min, act_max;
-  const int8_t *weights;
-  const int32_t *bias;     /* zero point folded in */
-  const int32_t *mult;     /* per output channel */
-  const int8_t *shift;
+  const int16_t *weights;
+  const int32_t *bias;     /* scaled, zero point folded in */
+  const int32_t *rq;       /* per output channel */
 } ek_conv_params_t;
 
 void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
 void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
 
-/* FULLY_CONNECTED: weights in blocks as above; bias[] already holds bias - in_zp * sum(row). */
+/* FULLY_CONNECTED: weights in pairs as above; bias[] scaled, in_zp folded in; rq[] as above. */
 typedef struct {
   int32_t batches, in_n, out_n;
   int32_t out_zp;
   int32_t act_min, act_max;
-  int32_t per_channel; /* 0: mult[0] and shift[0] serve every output */
-  const int8_t *weights;
+  int32_t per_channel; /* 0: rq[0..3] serve every output */
+  const int16_t *weights;
   const int32_t *bias;
-  const int32_t *mult;
-  const int8_t *shift;
+  const int32_t *rq;
 } ek_fc_params_t;
 
 void ek_fully_connected_s8(const ek_fc_params_t *p, const int8_t *input, int8_t *output);
