@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ def native_os(folder: Path, runs: int) -> dict:
     command = log.read_text(encoding="utf-8").splitlines()[0]
     if " -O2 " not in command:
         raise SystemExit(f"{log}: no -O2 in the compile command; cannot make the -Os build")
+    command = re.sub(r'(-D\w+="[^"]*")', lambda m: "'" + m.group(1) + "'", command)  # the log drops the quotes
     subprocess.run(command.replace(" -O2 ", " -Os "), shell=True, cwd=folder, check=True, capture_output=True)
     partial = next((folder / "build").glob(".*.partial"))
     os.replace(partial, partial.with_name(partial.name[1:-len(".partial")]))

@@ -320,14 +320,80 @@ EK_INLINE uint32_t ek_group(const int8_t *x, int32_t g, int32_t n) {
   return v;
 }
 
-/* out[o] = requantized(bias[o] + 2 * sum_i x[i] * row_o[i]) for every row of the matrix: a fully connected layer,
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+/* Two pairs of rows (w0: rows o, o + 1; w1: rows o + 2, o + 3) times `full` groups of int8 inputs, scheduled by
+ * hand: each input word is loaded and extended once (LDR, 2 SXTB16) for 8 SMLADs, and the weights come two words
+ * per LDRD with write-back: 17 instructions per 16 multiply-accumulates. */
+EK_INLINE ek_acc4_t ek_mac1x4(const int8_t *x, const uint32_t *w0, const uint32_t *w1, int32_t full, ek_acc4_t acc) {
+  const int8_t *const end = x + 4 * full;
+  uint32_t v, e, wa, wb;
+  __asm__("cmp %[x], %[end]\n\t"
+          "beq 2f\n"
+          "1:\n\t"
+          "ldr %[v], [%[x]], #4\n\t"
+          "sxtb16 %[e], %[v]\n\t"
+          "sxtb16 %[v], %[v], ror #8\n\t"
+          "ldrd %[wa], %[wb], [%[w0]], #8\n\t"
+          "smlad %[a0], %[e], %[wa], %[a0]\n\t"
+          "smlad %[a0], %[v], %[wb], %[a0]\n\t"
+          "ldrd %[wa], %[wb], [%[w0]], #8\n\t"
+          "smlad %[a1], %[e], %[wa], %[a1]\n\t"
+          "smlad %[a1], %[v], %[wb], %[a1]\n\t"
+          "ldrd %[wa], %[wb], [%[w1]], #8\n\t"
+          "smlad %[a2], %[e], %[wa], %[a2]\n\t"
+          "smlad %[a2], %[v], %[wb], %[a2]\n\t"
+          "ldrd %[wa], %[wb], [%[w1]], #8\n\t"
+          "smlad %[a3], %[e], %[wa], %[a3]\n\t"
+          "smlad %[a3], %[v], %[wb], %[a3]\n\t"
+          "cmp %[x], %[end]\n\t"
+          "bne 1b\n"
+          "2:"
+          : [a0] "+r"(acc.a0), [a1] "+r"(acc.a1), [a2] "+r"(acc.a2), [a3] "+r"(acc.a3), [x] "+r"(x), [w0] "+r"(w0),
+            [w1] "+r"(w1), [v] "=&r"(v), [e] "=&r"(e), [wa] "=&r"(wa), [wb] "=&r"(wb)
+          : [end] "r"(end)
+          : "cc", "memory");
+  return acc;
+}
+#endif
+
+/* out[o] = requantized(bias[o] + sum_i x[i] * row_o[i]) for every row of the matrix: a fully connected layer,
  * or one output pixel of a convolution on a core without DSP. */
 static EK_HOT void ek_matvec_pairs(const int8_t *x, int32_t n, const int16_t *weights, int32_t out_n,
                                    const int32_t *bias, const ek_requant_t *requant, int8_t *output) {
   const int32_t groups = (n + 3) / 4, zp = requant->out_zp, step = requant->step;
   const int32_t *const rq = requant->rq;
-  int32_t o, g;
-  for (o = 0; o < out_n; o += 2) {
+  int32_t o = 0, g;
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+  const int32_t full = n / 4;
+  for (; o + 4 <= out_n; o += 4) { /* four rows at a time, the last partial group in C */
+    const uint32_t *w0 = (const uint32_t *)(const void *)(weights + o * 4 * groups), *w1 = w0 + 4 * groups;
+    ek_acc4_t acc;
+    int8_t v0, v1, v2, v3;
+    acc.a0 = bias[o];
+    acc.a1 = bias[o + 1];
+    acc.a2 = bias[o + 2];
+    acc.a3 = bias[o + 3];
+    acc = ek_mac1x4(x, w0, w1, full, acc);
+    if (full < groups) {
+      const uint32_t v = ek_group(x, full, n), xe = ek_sxtb16(v), xo = ek_sxtb16_ror8(v);
+      w0 += 4 * full;
+      w1 += 4 * full;
+      acc.a0 = ek_smlad(xo, w0[1], ek_smlad(xe, w0[0], acc.a0));
+      acc.a1 = ek_smlad(xo, w0[3], ek_smlad(xe, w0[2], acc.a1));
+      acc.a2 = ek_smlad(xo, w1[1], ek_smlad(xe, w1[0], acc.a2));
+      acc.a3 = ek_smlad(xo, w1[3], ek_smlad(xe, w1[2], acc.a3));
+    }
+    v0 = (int8_t)ek_rq_out(rq + o * step, acc.a0, zp);
+    v1 = (int8_t)ek_rq_out(rq + (o + 1) * step, acc.a1, zp);
+    v2 = (int8_t)ek_rq_out(rq + (o + 2) * step, acc.a2, zp);
+    v3 = (int8_t)ek_rq_out(rq + (o + 3) * step, acc.a3, zp);
+    output[o] = v0; /* stores after every load: an int8 store may alias anything the compiler cannot see */
+    output[o + 1] = v1;
+    output[o + 2] = v2;
+    output[o + 3] = v3;
+  }
+#endif
+  for (; o < out_n; o += 2) {
     const int32_t rows = o + 1 < out_n ? 2 : 1; /* 1: the plain row after the last pair */
     const int16_t *w = weights + o * 4 * groups;
     int32_t a = bias[o], b = rows == 2 ? bias[o + 1] : 0;
@@ -622,6 +688,49 @@ EK_INLINE ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, const uin
 }
 #endif
 
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+/* The 9 taps of a 3x3 window for channels c..c+3, by hand: per tap the input pointer, four input bytes, their
+ * two SXTB16 words, one LDRD of weights and four SMLAxy (9 instructions for 4 multiply-accumulates). */
+EK_INLINE ek_acc4_t ek_depthwise4_3x3(const int8_t *const *src, int32_t c, const uint32_t *w, ek_acc4_t acc) {
+  const int8_t *ptr;
+  uint32_t v, e, wa, wb;
+  __asm__(".irp tap, 0, 4, 8, 12, 16, 20, 24, 28, 32\n\t"
+          "ldr %[ptr], [%[src], #\\tap]\n\t"
+          "ldr %[v], [%[ptr], %[c]]\n\t"
+          "sxtb16 %[e], %[v]\n\t"
+          "sxtb16 %[v], %[v], ror #8\n\t"
+          "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+          "smlabb %[a0], %[e], %[wa], %[a0]\n\t"
+          "smlatt %[a2], %[e], %[wa], %[a2]\n\t"
+          "smlabb %[a1], %[v], %[wb], %[a1]\n\t"
+          "smlatt %[a3], %[v], %[wb], %[a3]\n\t"
+          ".endr"
+          : [a0] "+r"(acc.a0), [a1] "+r"(acc.a1), [a2] "+r"(acc.a2), [a3] "+r"(acc.a3), [w] "+r"(w),
+            [ptr] "=&r"(ptr), [v] "=&r"(v), [e] "=&r"(e), [wa] "=&r"(wa), [wb] "=&r"(wb)
+          : [src] "r"(src), [c] "r"(c)
+          : "memory");
+  return acc;
+}
+
+/* ek_rq_out into *out, by hand (GCC keeps too few values in registers here): two LDRD of the channel's rq[]
+ * words, SMMLAR, AND, ADD, ASR, ADD, SSAT, STRB. */
+EK_INLINE void ek_requant1(int32_t acc, const int32_t *rq, int32_t zp, int8_t *out) {
+  int32_t m, k, e, f;
+  __asm__ volatile("ldrd %[m], %[k], [%[rq]]\n\t"
+                   "ldrd %[e], %[f], [%[rq], #8]\n\t"
+                 "smmlar %[k], %[acc], %[m], %[k]\n\t"
+                 "and %[f], %[f], %[acc], asr #31\n\t"
+                 "add %[k], %[k], %[f]\n\t"
+                 "asr %[k], %[k], %[e]\n\t"
+                 "add %[k], %[k], %[zp]\n\t"
+                 "ssat %[k], #8, %[k]\n\t"
+                 "strb %[k], [%[out]]"
+                 : [m] "=&r"(m), [k] "=&r"(k), [e] "=&r"(e), [f] "=&r"(f)
+                 : [acc] "r"(acc), [rq] "r"(rq), [zp] "r"(zp), [out] "r"(out)
+                 : "memory");
+}
+#endif
+
 static EK_HOT void ek_depthwise_pixel(const ek_conv_params_t *p, const int8_t *const *src, const ek_requant_t *q,
                                       int8_t *output) {
   const int32_t out_c = p->out_c, taps = p->k_h * p->k_w, mult_c = p->depth_multiplier, zp = q->out_zp;
@@ -639,7 +748,20 @@ static EK_HOT void ek_depthwise_pixel(const ek_conv_params_t *p, const int8_t *c
       acc.a1 = bias[c + 1];
       acc.a2 = bias[c + 2];
       acc.a3 = bias[c + 3];
-      acc = taps == 9 ? ek_depthwise4(src, c, w, 9, acc) : ek_depthwise4(src, c, w, taps, acc);
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+      if (taps == 9) {
+        acc = ek_depthwise4_3x3(src, c, w, acc);
+      } else {
+        acc = ek_depthwise4(src, c, w, taps, acc);
+      }
+      ek_requant1(acc.a0, rq, zp, output + c);
+      ek_requant1(acc.a1, rq + 4, zp, output + c + 1);
+      ek_requant1(acc.a2, rq + 8, zp, output + c + 2);
+      ek_requant1(acc.a3, rq + 12, zp, output + c + 3);
+      continue;
+#else
+      acc = ek_depthwise4(src, c, w, taps, acc);
+#endif
       a0 = acc.a0;
       a1 = acc.a1;
       a2 = acc.a2;
