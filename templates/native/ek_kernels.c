@@ -474,7 +474,13 @@ static const int8_t *ek_conv_column(const ek_conv_params_t *p, const int8_t *inp
     const int32_t iy = iy0 + ky * p->dil_h;
     const int8_t *row = input + (iy * in_w + ix0) * in_c;
     if (ky >= ky0 && ky < ky1 && kx0 == 0 && kx1 == k_w && p->dil_w == 1) { /* a whole window row: one copy */
-      for (i = 0; i < k_w * in_c; i++) {
+      i = 0;
+#if EK_SIMD
+      for (; i + 4 <= k_w * in_c; i += 4) {
+        memcpy(dst + i, row + i, 4); /* an unaligned LDR and STR */
+      }
+#endif
+      for (; i < k_w * in_c; i++) {
         dst[i] = row[i];
       }
       dst += k_w * in_c;
@@ -669,13 +675,10 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
  * words SMLABB/SMLATT pair with SXTB16 and SXTB16 ROR #8 of four input bytes (channels stay apart: the bottom
  * halves multiply each other, then the tops). Other depthwise layers keep TFLite's order. */
 #if EK_SIMD
-/* Channels c..c+3 of one output pixel over `taps` taps; with a constant taps (3x3) the loop unrolls whole. */
+/* Channels c..c+3 of one output pixel over `taps` taps (3x3 windows take ek_depthwise4_3x3 on DSP cores). */
 EK_INLINE ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, const uint32_t *w, int32_t taps,
                                   ek_acc4_t acc) {
   int32_t t;
-#if defined(__GNUC__)
-#pragma GCC unroll 9
-#endif
   for (t = 0; t < taps; t++, w += 2) {
     const uint32_t xv = ek_load4(src[t] + c), xe = ek_sxtb16(xv), xo = ek_sxtb16_ror8(xv);
     const uint32_t we = w[0], wo = w[1];
@@ -691,7 +694,8 @@ EK_INLINE ek_acc4_t ek_depthwise4(const int8_t *const *src, int32_t c, const uin
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
 /* The 9 taps of a 3x3 window for channels c..c+3, by hand: per tap the input pointer, four input bytes, their
  * two SXTB16 words, one LDRD of weights and four SMLAxy (9 instructions for 4 multiply-accumulates). */
-EK_INLINE ek_acc4_t ek_depthwise4_3x3(const int8_t *const *src, int32_t c, const uint32_t *w, ek_acc4_t acc) {
+EK_INLINE ek_acc4_t ek_depthwise4_3x3(const int8_t *const *src, int32_t c, const uint32_t **wp, ek_acc4_t acc) {
+  const uint32_t *w = *wp;
   const int8_t *ptr;
   uint32_t v, e, wa, wb;
   __asm__(".irp tap, 0, 4, 8, 12, 16, 20, 24, 28, 32\n\t"
@@ -709,25 +713,26 @@ EK_INLINE ek_acc4_t ek_depthwise4_3x3(const int8_t *const *src, int32_t c, const
             [ptr] "=&r"(ptr), [v] "=&r"(v), [e] "=&r"(e), [wa] "=&r"(wa), [wb] "=&r"(wb)
           : [src] "r"(src), [c] "r"(c)
           : "memory");
+  *wp = w; /* the next block's weights */
   return acc;
 }
 
-/* ek_rq_out into *out, by hand (GCC keeps too few values in registers here): two LDRD of the channel's rq[]
- * words, SMMLAR, AND, ADD, ASR, ADD, SSAT, STRB. */
-EK_INLINE void ek_requant1(int32_t acc, const int32_t *rq, int32_t zp, int8_t *out) {
+/* ek_rq_out into **out, by hand (GCC keeps too few values in registers here): two LDRD of the channel's rq[]
+ * words, SMMLAR, AND, ADD, ASR, ADD, SSAT, STRB, the pointers stepping on (write-back). */
+EK_INLINE void ek_requant1(int32_t acc, const int32_t **rq, int32_t zp, int8_t **out) {
   int32_t m, k, e, f;
-  __asm__ volatile("ldrd %[m], %[k], [%[rq]]\n\t"
-                   "ldrd %[e], %[f], [%[rq], #8]\n\t"
-                 "smmlar %[k], %[acc], %[m], %[k]\n\t"
-                 "and %[f], %[f], %[acc], asr #31\n\t"
-                 "add %[k], %[k], %[f]\n\t"
-                 "asr %[k], %[k], %[e]\n\t"
-                 "add %[k], %[k], %[zp]\n\t"
-                 "ssat %[k], #8, %[k]\n\t"
-                 "strb %[k], [%[out]]"
-                 : [m] "=&r"(m), [k] "=&r"(k), [e] "=&r"(e), [f] "=&r"(f)
-                 : [acc] "r"(acc), [rq] "r"(rq), [zp] "r"(zp), [out] "r"(out)
-                 : "memory");
+  __asm__ volatile("ldrd %[m], %[k], [%[rq]], #8\n\t"
+                   "ldrd %[e], %[f], [%[rq]], #8\n\t"
+                   "smmlar %[k], %[acc], %[m], %[k]\n\t"
+                   "and %[f], %[f], %[acc], asr #31\n\t"
+                   "add %[k], %[k], %[f]\n\t"
+                   "asr %[k], %[k], %[e]\n\t"
+                   "add %[k], %[k], %[zp]\n\t"
+                   "ssat %[k], #8, %[k]\n\t"
+                   "strb %[k], [%[out]], #1"
+                   : [m] "=&r"(m), [k] "=&r"(k), [e] "=&r"(e), [f] "=&r"(f), [rq] "+r"(*rq), [out] "+r"(*out)
+                   : [acc] "r"(acc), [zp] "r"(zp)
+                   : "memory");
 }
 #endif
 
@@ -737,6 +742,24 @@ static EK_HOT void ek_depthwise_pixel(const ek_conv_params_t *p, const int8_t *c
   const int32_t *bias = p->bias, *rq = q->rq;
   const int16_t *w16 = p->weights;
   int32_t c, t;
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+  if (mult_c == 1 && out_c % 4 == 0 && taps == 9) { /* 3x3: every pointer steps on in the instructions that use it */
+    const uint32_t *w = (const uint32_t *)(const void *)w16;
+    int8_t *out = output;
+    for (c = 0; c < out_c; c += 4, bias += 4) {
+      ek_acc4_t acc;
+      acc.a0 = bias[0];
+      acc.a1 = bias[1];
+      acc.a2 = bias[2];
+      acc.a3 = bias[3];
+      acc = ek_depthwise4_3x3(src, c, &w, acc);
+      ek_requant1(acc.a0, &rq, zp, &out);
+      ek_requant1(acc.a1, &rq, zp, &out);
+      ek_requant1(acc.a2, &rq, zp, &out);
+      ek_requant1(acc.a3, &rq, zp, &out);
+    }
+  } else
+#endif
   if (mult_c == 1 && out_c % 4 == 0) {
     for (c = 0; c < out_c; c += 4, w16 += 4 * taps, rq += 16) {
       int32_t a0, a1, a2, a3;
@@ -748,20 +771,7 @@ static EK_HOT void ek_depthwise_pixel(const ek_conv_params_t *p, const int8_t *c
       acc.a1 = bias[c + 1];
       acc.a2 = bias[c + 2];
       acc.a3 = bias[c + 3];
-#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-      if (taps == 9) {
-        acc = ek_depthwise4_3x3(src, c, w, acc);
-      } else {
-        acc = ek_depthwise4(src, c, w, taps, acc);
-      }
-      ek_requant1(acc.a0, rq, zp, output + c);
-      ek_requant1(acc.a1, rq + 4, zp, output + c + 1);
-      ek_requant1(acc.a2, rq + 8, zp, output + c + 2);
-      ek_requant1(acc.a3, rq + 12, zp, output + c + 3);
-      continue;
-#else
       acc = ek_depthwise4(src, c, w, taps, acc);
-#endif
       a0 = acc.a0;
       a1 = acc.a1;
       a2 = acc.a2;
@@ -816,19 +826,27 @@ void ek_depthwise_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8
   }
   for (oy = 0; oy < p->out_h; oy++) {
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
-    int32_t ky0, ky1;
+    int32_t ky0, ky1, was_inside = 0;
     ek_window_range(iy0, k_h, p->dil_h, in_h, &ky0, &ky1);
     for (ox = 0; ox < p->out_w; ox++, output += out_c) {
       const int32_t ix0 = ox * p->stride_w - p->pad_left;
-      int32_t kx0, kx1;
-      ek_window_range(ix0, k_w, p->dil_w, in_w, &kx0, &kx1);
-      for (ky = 0, t = 0; ky < k_h; ky++) {
-        const int8_t *row = input + ((iy0 + ky * p->dil_h) * in_w + ix0) * in_c;
-        for (kx = 0; kx < k_w; kx++, t++) {
-          const int32_t inside = ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1;
-          src[t] = inside ? row + kx * p->dil_w * in_c : scratch;
+      const int32_t inside = ky0 == 0 && ky1 == k_h && ix0 >= 0 && ix0 + (k_w - 1) * p->dil_w < in_w;
+      if (inside && was_inside) { /* the window moved right inside the input: every tap steps on */
+        for (t = 0; t < k_h * k_w; t++) {
+          src[t] += p->stride_w * in_c;
+        }
+      } else {
+        int32_t kx0, kx1;
+        ek_window_range(ix0, k_w, p->dil_w, in_w, &kx0, &kx1);
+        for (ky = 0, t = 0; ky < k_h; ky++) {
+          const int8_t *row = input + ((iy0 + ky * p->dil_h) * in_w + ix0) * in_c;
+          for (kx = 0; kx < k_w; kx++, t++) {
+            const int32_t in = ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1;
+            src[t] = in ? row + kx * p->dil_w * in_c : scratch;
+          }
         }
       }
+      was_inside = inside;
       ek_depthwise_pixel(p, src, &q, output);
     }
   }
