@@ -51,8 +51,15 @@ def native_os(folder: Path, runs: int) -> dict:
 def run(model: str, board: str, folder: Path, runs: int, with_os: bool) -> dict:
     from edgekit.compare import compare
 
+    from edgekit.analyze import layers
+    from edgekit.tflite_model import load_tflite
+
     doc = compare(SHARED / MODELS[model], board, list(BACKENDS), out_dir=folder, runs=runs)
-    row = {"model": model, "board": board, "macs": doc["macs"], "O2": {}, "Os": {}, "skipped": {}}
+    op_macs: dict[str, int] = {}
+    for layer in layers(load_tflite(SHARED / MODELS[model])):
+        op_macs[layer["op"]] = op_macs.get(layer["op"], 0) + layer["macs"]
+    row = {"model": model, "board": board, "macs": doc["macs"], "op_macs": op_macs, "O2": {}, "Os": {},
+           "skipped": {}}
     for entry in doc["backends"]:
         if entry["status"] != "ok":
             row["skipped"][entry["backend"]] = entry["reason"]
@@ -91,16 +98,17 @@ def print_tables(rows: list[dict]) -> None:
               f"| {r['board']} | {r['model']} | - | - | - | - | - | - | - | - |")
     print()
     print("Per op type, instructions (-O2; native -Os last):")
-    print("| board | model | op | native | TFLM ref | TFLM+CMSIS-NN | native/CMSIS | native -Os |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| board | model | op | native | TFLM ref | TFLM+CMSIS-NN | native/CMSIS | native -Os | native instr/MAC |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         native = r["O2"].get("native", {}).get("ops", {})
         for op in sorted(native, key=lambda k: -(native[k] or 0)):
             cm = r["O2"].get("tflm-cmsis-nn", {}).get("ops", {}).get(op)
             ref = r["O2"].get("tflm-reference", {}).get("ops", {}).get(op)
             nos = r["Os"].get("native", {}).get("ops", {}).get(op)
+            macs = r["op_macs"].get(op)
             print(f"| {r['board']} | {r['model']} | {op} | {native[op]:,} | {ref or 0:,} | {cm or 0:,} | "
-                  f"{_ratio(native[op], cm)} | {nos or 0:,} |")
+                  f"{_ratio(native[op], cm)} | {nos or 0:,} | {_ratio(native[op], macs)} |")
     for r in rows:
         for backend, reason in r["skipped"].items():
             print(f"{r['board']} {r['model']}: {backend} skipped: {reason}")

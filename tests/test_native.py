@@ -244,3 +244,34 @@ def test_lstm_and_int16_models_are_refused(tmp_path):
     assert any("FULLY_CONNECTED" in r and "int16" in r for r in reasons), reasons
     with pytest.raises(EdgekitError, match="int16.*--backend tflm"):
         generate_native_model(graph16, tmp_path / "int16")
+
+
+@pytest.mark.slow
+def test_dead_channels_and_large_multipliers_are_bit_exact(tmp_path):
+    """A filter of zeros with a bias gets a per-channel scale near zero and a bias near 2^30 from the converter (as
+    nine VWW layers have), past what the kernels' scaled accumulators hold: the generator computes that channel's
+    constant output once. Portable and SIMD kernel paths, against TFLite Micro."""
+    from edgekit._tf import keras
+
+    k = keras()
+    k.utils.set_random_seed(11)
+    model = k.Sequential([k.Input((7, 7, 4)), k.layers.Conv2D(6, 3, padding="same", activation="relu"),
+                          k.layers.DepthwiseConv2D(3, padding="same"), k.layers.Conv2D(5, 1), k.layers.Flatten(),
+                          k.layers.Dense(3)])
+    conv, depthwise = model.layers[0], model.layers[1]
+    w, b = conv.get_weights()
+    w[..., 2] = 0.0
+    b[2] = 0.7
+    conv.set_weights([w, b])
+    w, b = depthwise.get_weights()
+    w[:, :, 3, 0] = 0.0
+    b[3] = -0.4
+    depthwise.set_weights([w, b])
+    graph = parse_tflite(convert(model, (7, 7, 4)), "dead_channels")
+    conv_bias = graph.tensors[graph.operators[0].inputs[2]].data
+    assert abs(int(conv_bias[2])) >= 1 << 29  # the converter's dead-channel bias, the case under test
+    x = random_inputs(graph, 8, seed=3)
+    expected = run_reference(graph.model_bytes, x)
+    for name, flags in (("portable", ()), ("simd", ("-DEK_EMULATE_DSP",))):
+        program, _ = compile_native(graph, tmp_path / name, flags)
+        np.testing.assert_array_equal(run_native(program, x, expected.shape[-1]), expected.reshape(len(x), -1))
