@@ -9,6 +9,9 @@
 
 #include <string.h>
 
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && defined(__GNUC__)
+#include <arm_mve.h> /* Cortex-M55 Helium: 128-bit integer vectors */
+#endif
 #if defined(__ARM_FEATURE_DSP) || defined(__ARM_FEATURE_SAT)
 #include <arm_acle.h> /* Cortex-M4/M7/M33 DSP extension: two 16-bit multiply-accumulates per instruction */
 #endif
@@ -498,6 +501,20 @@ static const int8_t *ek_conv_column(const ek_conv_params_t *p, const int8_t *inp
 }
 
 #if EK_SIMD
+/* Where the extended words of a pixel pair go: per group of four taps, pixel 0's two words then pixel 1's (SMLAD
+ * path: every weight word loaded serves both pixels); on Helium each pixel's words are contiguous instead (one
+ * vector load takes two groups of one pixel). EK_EXT_STEP: words from one group to the next of a pixel;
+ * EK_EXT_SECOND(groups): where pixel 1 starts. */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && defined(__GNUC__)
+#define EK_MVE 1
+#define EK_EXT_STEP 2
+#define EK_EXT_SECOND(groups) (2 * (groups))
+#else
+#define EK_MVE 0
+#define EK_EXT_STEP 4
+#define EK_EXT_SECOND(groups) 2
+#endif
+
 /* One group of four int8 inputs, sign-extended: (x0, x2), (x1, x3). The extended buffer of a pixel pair holds,
  * per group, pixel 0's two words then pixel 1's, so that every weight word loaded serves both pixels. */
 EK_INLINE void ek_extend_group(uint32_t v, uint32_t *out) {
@@ -508,7 +525,7 @@ EK_INLINE void ek_extend_group(uint32_t v, uint32_t *out) {
 /* n contiguous int8 inputs of one pixel into its extended words; zeros past n (the weights are zero there). */
 static void ek_extend_column(const int8_t *x, int32_t n, uint32_t *out) {
   int32_t g;
-  for (g = 0; g < (n + 3) / 4; g++, out += 4) {
+  for (g = 0; g < (n + 3) / 4; g++, out += EK_EXT_STEP) {
     ek_extend_group(ek_group(x, g, n), out);
   }
 }
@@ -526,12 +543,12 @@ static void ek_extend_window(const ek_conv_params_t *p, const int8_t *input, int
   for (ky = 0; ky < p->k_h; ky++) {
     for (kx = 0; kx < p->k_w; kx++) {
       if (ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1) {
-        for (i = 0; i < in_c; i += 4, out += 4) {
+        for (i = 0; i < in_c; i += 4, out += EK_EXT_STEP) {
           ek_extend_group(zp4, out);
         }
       } else {
         const int8_t *x = input + ((iy0 + ky * p->dil_h) * in_w + ix0 + kx * p->dil_w) * in_c;
-        for (i = 0; i < in_c; i += 4, out += 4) {
+        for (i = 0; i < in_c; i += 4, out += EK_EXT_STEP) {
           ek_extend_group(ek_load4(x + i), out);
         }
       }
@@ -542,6 +559,38 @@ static void ek_extend_window(const ek_conv_params_t *p, const int8_t *input, int
 /* Two pixels times one pair of rows, per group of four taps: four input words (pixel 0's, pixel 1's) and four
  * weight words (row a's, row b's), every one of them read by two SMLADs: 8 SMLAD for 16 multiply-accumulates.
  * a0 = (pixel 0, row a), a1 = (pixel 1, row a), a2 = (pixel 0, row b), a3 = (pixel 1, row b). */
+#if EK_MVE
+/* Helium: eight int16 lanes, two groups of one pixel per vector (contiguous, see EK_EXT_SECOND) against two groups of
+ * one row gathered from the pair layout (halfwords 0-3 and 8-11 of 16); VMLADAVA sums the eight products into a
+ * 32-bit accumulator: 4 loads and 4 multiply-accumulate-across-vector instructions per 32 MACs, an odd last group
+ * predicated (VCTP). Integer sums are exact, so the result is the SMLAD path's. */
+EK_INLINE ek_acc4_t ek_mac2x2(const uint32_t *x, const uint32_t *w, int32_t groups, ek_acc4_t acc) {
+  static const uint16_t rows[8] = {0, 1, 2, 3, 8, 9, 10, 11};
+  const int16_t *x0 = (const int16_t *)(const void *)x, *x1 = x0 + 2 * EK_EXT_SECOND(groups);
+  const int16_t *wa = (const int16_t *)(const void *)w;
+  const uint16x8_t offsets = vld1q_u16(rows);
+  int32_t j;
+  for (j = 0; j + 8 <= 4 * groups; j += 8) { /* unpredicated: a VPST before each instruction would double them */
+    const int16x8_t v0 = vldrhq_s16(x0 + j), v1 = vldrhq_s16(x1 + j);
+    const int16x8_t ra = vldrhq_gather_shifted_offset_s16(wa + 2 * j, offsets);
+    const int16x8_t rb = vldrhq_gather_shifted_offset_s16(wa + 2 * j + 4, offsets);
+    acc.a0 = vmladavaq_s16(acc.a0, v0, ra);
+    acc.a1 = vmladavaq_s16(acc.a1, v1, ra);
+    acc.a2 = vmladavaq_s16(acc.a2, v0, rb);
+    acc.a3 = vmladavaq_s16(acc.a3, v1, rb);
+  }
+  if (j < 4 * groups) { /* an odd last group: four lanes */
+    const mve_pred16_t lanes = vctp16q(4);
+    const int16x8_t v0 = vldrhq_z_s16(x0 + j, lanes), v1 = vldrhq_z_s16(x1 + j, lanes);
+    const int16x8_t ra = vldrhq_z_s16(wa + 2 * j, lanes), rb = vldrhq_z_s16(wa + 2 * j + 4, lanes);
+    acc.a0 = vmladavaq_p_s16(acc.a0, v0, ra, lanes);
+    acc.a1 = vmladavaq_p_s16(acc.a1, v1, ra, lanes);
+    acc.a2 = vmladavaq_p_s16(acc.a2, v0, rb, lanes);
+    acc.a3 = vmladavaq_p_s16(acc.a3, v1, rb, lanes);
+  }
+  return acc;
+}
+#else
 EK_INLINE ek_acc4_t ek_mac2x2(const uint32_t *x, const uint32_t *w, int32_t groups, ek_acc4_t acc) {
   const uint32_t *const end = w + 4 * groups;
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
@@ -592,6 +641,7 @@ EK_INLINE ek_acc4_t ek_mac2x2(const uint32_t *x, const uint32_t *w, int32_t grou
   }
   return acc;
 }
+#endif
 
 /* Two output pixels of a convolution from their extended inputs: the rows a pair at a time, then the plain row
  * left over. out0 and out1 may be the same pixel (an odd last pixel pairs with itself). */
@@ -620,9 +670,9 @@ static EK_HOT void ek_conv_pixel_pair(const uint32_t *ext, int32_t groups, const
     int32_t a0 = bias[o], a1 = bias[o];
     int8_t v0, v1;
     for (g = 0; g < groups; g++) {
-      const uint32_t *x = ext + 4 * g;
+      const uint32_t *x = ext + EK_EXT_STEP * g, *y = x + EK_EXT_SECOND(groups);
       a0 = ek_smlad(x[1], w[2 * g + 1], ek_smlad(x[0], w[2 * g], a0));
-      a1 = ek_smlad(x[3], w[2 * g + 1], ek_smlad(x[2], w[2 * g], a1));
+      a1 = ek_smlad(y[1], w[2 * g + 1], ek_smlad(y[0], w[2 * g], a1));
     }
     v0 = (int8_t)ek_rq_out(rq, a0, zp);
     v1 = (int8_t)ek_rq_out(rq, a1, zp);
@@ -644,18 +694,33 @@ void ek_conv2d_s8(const ek_conv_params_t *p, const int8_t *input, int8_t *output
   {
     const int32_t taps = p->k_h * p->k_w * p->in_c, groups = (taps + 3) / 4;
     uint32_t *ext = (uint32_t *)(void *)(scratch + (p->in_c % 4 == 0 ? 0 : 8 * groups));
+    const int32_t pointwise = p->k_h == 1 && p->k_w == 1 && p->pad_top == 0 && p->pad_left == 0 && p->in_c % 4 == 0;
     for (pixel = 0; pixel < pixels; pixel += 2) { /* in raster order, pairs across row ends too */
       const int32_t second = pixel + 1 < pixels ? pixel + 1 : pixel;
       int8_t *out1 = output + (second - pixel) * out_c;
-      if (p->in_c % 4 == 0) { /* every tap is whole groups: extended straight from the input */
+      if (pointwise) { /* 1x1, no padding: each window is in_c contiguous bytes, no window to search */
+        const int8_t *x0 = input + ((pixel / p->out_w) * p->stride_h * p->in_w + pixel % p->out_w * p->stride_w) *
+                                       p->in_c;
+        const int8_t *x1 = input + ((second / p->out_w) * p->stride_h * p->in_w + second % p->out_w * p->stride_w) *
+                                       p->in_c;
+        uint32_t *e = ext;
+        int32_t g;
+        for (g = 0; g < groups; g++, e += EK_EXT_STEP) {
+          const uint32_t v0 = ek_load4(x0 + 4 * g), v1 = ek_load4(x1 + 4 * g);
+          e[0] = ek_sxtb16(v0);
+          e[1] = ek_sxtb16_ror8(v0);
+          e[EK_EXT_SECOND(groups)] = ek_sxtb16(v1);
+          e[EK_EXT_SECOND(groups) + 1] = ek_sxtb16_ror8(v1);
+        }
+      } else if (p->in_c % 4 == 0) { /* every tap is whole groups: extended straight from the input */
         ek_extend_window(p, input, pixel, ext);
-        ek_extend_window(p, input, second, ext + 2);
+        ek_extend_window(p, input, second, ext + EK_EXT_SECOND(groups));
       } else { /* gathered first (two int8 columns in front of the extended buffer) */
         int32_t n1;
         const int8_t *x0 = ek_conv_column(p, input, pixel, scratch, &n0);
         const int8_t *x1 = ek_conv_column(p, input, second, scratch + 4 * groups, &n1);
         ek_extend_column(x0, n0, ext);
-        ek_extend_column(x1, n1, ext + 2);
+        ek_extend_column(x1, n1, ext + EK_EXT_SECOND(groups));
       }
       /* both windows are read before any output is written */
       ek_conv_pixel_pair(ext, groups, p->weights, out_c, p->bias, &q, output, out1);
