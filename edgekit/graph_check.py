@@ -73,8 +73,12 @@ class GraphError(EdgekitError):
 def validate_graph(graph: Graph) -> None:
     """Raise GraphError (an EdgekitError) on the first rule the graph breaks; return None for a valid graph."""
     _check_model(graph)
+    skip = graph.intermediate_tensors
     for t in graph.tensors:
-        _check_tensor(graph, t)
+        if t.index in skip:
+            _check_intermediate(graph, t)
+        else:
+            _check_tensor(graph, t)
     _check_graph_ends(graph)
     _check_dataflow(graph)
     for op in graph.operators:
@@ -94,6 +98,13 @@ def _check_model(graph: Graph) -> None:
         if not 0 <= op.opcode_index < graph.num_opcodes:
             raise GraphError(graph, "opcode index", f"its operator code index is {op.opcode_index}",
                              f"an index below {graph.num_opcodes}, the number of operator codes", op=op)
+
+
+def _check_intermediate(graph: Graph, t: Tensor) -> None:
+    """An operator intermediate holds no data: an empty shape is its normal form, a buffer would be a lie."""
+    if len(t.shape) > MAX_RANK or any(d < 0 for d in t.shape) or t.buffer_bytes:
+        raise GraphError(graph, "intermediate", f"it is an operator intermediate of shape {list(t.shape)} with "
+                         f"{t.buffer_bytes} bytes of data", "an empty tensor without data", tensor=t)
 
 
 def _check_tensor(graph: Graph, t: Tensor) -> None:

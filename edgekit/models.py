@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.recurrent import has_fusable_lstm, recurrent_layers_for_conversion
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -45,6 +46,30 @@ class LoadedModel:
         if self.framework == "saved_model":
             return tuple(self._signature_spec().shape[1:])
         return tuple(self.model.inputs[0].shape[1:])
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """One sample's shape per input, in the model's input order."""
+        if self.framework in ("keras3", "tf_keras"):
+            return [tuple(t.shape[1:]) for t in self.model.inputs]
+        if self.framework == "tflite":
+            from edgekit.tflite_model import parse_tflite
+
+            return [tuple(t.shape[1:]) for t in parse_tflite(self.model, self.name).input_tensors()]
+        return [self.input_shape]
+
+    @property
+    def input_names(self) -> list[str]:
+        """The inputs' names (Keras Input names), used as .npz keys; "input" for a single-input model."""
+        if self.framework in ("keras3", "tf_keras") and len(self.model.inputs) > 1:
+            return [_input_name(t, i) for i, t in enumerate(self.model.inputs)]
+        if self.framework == "tflite":
+            from edgekit.tflite_model import parse_tflite
+
+            tensors = parse_tflite(self.model, self.name).input_tensors()
+            if len(tensors) > 1:
+                return [t.name or f"x{i}" for i, t in enumerate(tensors)]
+        return ["input"]
 
     @property
     def output_shape(self) -> tuple[int, ...] | None:
@@ -96,15 +121,24 @@ class LoadedModel:
         tf = _tf()
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        spec = tf.TensorSpec((batch, *self.input_shape), tf.float32, name="input")
+        specs = [tf.TensorSpec((batch, *shape), tf.float32, name=name)
+                 for shape, name in zip(self.input_shapes, self.input_names)]
         if self.framework == "saved_model":
             signature, name = self._signature(), self._signature_input
             function = tf.function(lambda x: signature(**{name: x}))
-        else:
+        elif len(specs) == 1:
             model = self.model
             function = tf.function(lambda x: model(x, training=False))
+        else:
+            model = self.model
+            function = tf.function(lambda *xs: model(list(xs), training=False))
         try:
-            return convert_variables_to_constants_v2(function.get_concrete_function(spec))
+            if self.framework == "keras3" and has_fusable_lstm(self.model):
+                return _fused_lstm_function(self.model, specs)
+            with recurrent_layers_for_conversion(self.model if self.framework in ("keras3", "tf_keras") else None):
+                return convert_variables_to_constants_v2(function.get_concrete_function(*specs))
+        except EdgekitError:
+            raise
         except Exception as error:  # TensorFlow raises many types while tracing a user model
             raise EdgekitError(f"cannot trace {self.name} with a batch of {batch}: {_first_line(error)}") from None
 
@@ -112,6 +146,30 @@ class LoadedModel:
         if self.framework in ("keras3", "tf_keras"):
             return int(self.model.count_params())
         return None
+
+
+def _fused_lstm_function(model, specs):
+    """A concrete function whose LSTMs the converter fuses (see edgekit.recurrent).
+
+    Freezing variables inlines the marked LSTM function, so the weights go in as constants instead (Keras 3's
+    stateless_call), and the converter is handed a trackable object: its SavedModel route keeps the marker.
+    """
+    tf = _tf()
+    trainable = [tf.constant(v.numpy()) for v in model.trainable_variables]
+    others = [tf.constant(v.numpy()) for v in model.non_trainable_variables]
+
+    def call(*xs):
+        return model.stateless_call(trainable, others, xs[0] if len(xs) == 1 else list(xs), training=False)[0]
+
+    with recurrent_layers_for_conversion(model):
+        function = tf.function(call).get_concrete_function(*specs)
+    function._edgekit_trackable = tf.Module()  # read by quantize._converter
+    return function
+
+
+def _input_name(tensor, index: int) -> str:
+    name = getattr(tensor, "name", None) or f"x{index}"
+    return name.split(":")[0]
 
 
 def _tf():

@@ -186,10 +186,11 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
             if kind == "weight_only":
                 method += " (weight-only int8 weights dequantized first)"
         else:
-            frozen = loaded.frozen_function(batch=1)
-            float_bytes = _convert(frozen)
+            from edgekit.convert_child import convert_keras
+
+            float_bytes, int8_bytes, keras_layers = convert_keras(
+                loaded, calibration, _first(x_test, DEBUG_SAMPLES) if per_layer else None, per_channel)
             bar.advance(task)
-            int8_bytes = _convert(frozen, calibration, per_channel)
             method = "TFLite converter, full integer (TFLITE_BUILTINS_INT8)" + ("" if per_channel else
                                                                                 ", per-tensor weights")
         bar.advance(task)
@@ -207,7 +208,7 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
             if loaded.framework == "tflite":
                 layers = _layer_errors_aeq(source, int8_bytes, x_test[:DEBUG_SAMPLES])
             else:
-                layers = _layer_errors_debugger(frozen, calibration, x_test[:DEBUG_SAMPLES])
+                layers = keras_layers
 
     report = _report(loaded, method, graph, float_bytes, int8_bytes, len(calibration),
                      compare_outputs(float_out, int8_out, y_test), y_test is not None, len(x_test))
@@ -235,6 +236,11 @@ def _name_layers(layers, graph, keras_names) -> None:
 
     for row in layers:
         row["layer"] = keras_layer_of(row.get("tensor") or "", keras_names, row.get("op"))
+
+
+def _first(x, n: int):
+    """The first n samples of one input's array or of every input's array (multi-input models)."""
+    return [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]
 
 
 def _loaded(model_or_path):
@@ -459,7 +465,8 @@ def _converter(frozen, calibration=None, per_channel: bool = True):
     from edgekit._tf import tensorflow
 
     tf = tensorflow()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    trackable = getattr(frozen, "_edgekit_trackable", None)  # fused LSTMs: the SavedModel route keeps them
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], *([trackable] if trackable else []))
     if not per_channel:
         converter._experimental_disable_per_channel = True
     if calibration is not None:

@@ -88,6 +88,7 @@ class Operator:
     custom_code: str | None = None
     version: int = 1
     opcode_index: int = 0  # into the model's operator codes
+    intermediates: list[int] = field(default_factory=list)  # calibration-only tensors (the fused LSTM's gates)
 
     @property
     def display_name(self) -> str:
@@ -148,11 +149,22 @@ class Graph:
                 index.setdefault(t, op)
         return index
 
+    @cached_property
+    def intermediate_tensors(self) -> set[int]:
+        """Tensors that are only operator intermediates: the converter's record of a fused LSTM's gate scales,
+        empty (shape [0]) and never read or written at run time (TFLite Micro ignores them)."""
+        used = {t for op in self.operators for t in op.inputs + op.outputs} | set(self.inputs) | set(self.outputs)
+        return {t for op in self.operators for t in op.intermediates if t not in used}
+
     @property
     def is_fully_int8(self) -> bool:
-        """int8 input and output, and no float tensor anywhere (biases may be int32)."""
+        """int8 input and output, and no float tensor anywhere (biases may be int32, an LSTM's cell state int16).
+
+        Intermediates do not count: they hold no data."""
         ends = self.input_tensors() + self.output_tensors()
-        return all(t.dtype == "int8" for t in ends) and not any(t.dtype.startswith("float") for t in self.tensors)
+        skip = self.intermediate_tensors
+        return all(t.dtype == "int8" for t in ends) and not any(
+            t.dtype.startswith("float") for t in self.tensors if t.index not in skip)
 
 
 @cache
@@ -287,6 +299,7 @@ def _read_graph(model_bytes: bytes, name: str) -> Graph:
                 inputs=_vector(op_t, "Inputs").tolist(), outputs=_vector(op_t, "Outputs").tolist(),
                 options=_options(schema.BuiltinOptionsCreator(op_t.BuiltinOptionsType(), op_t.BuiltinOptions())),
                 custom_code=custom, version=version, opcode_index=index,
+                intermediates=_vector(op_t, "Intermediates").tolist(),
             ))
         inputs = _vector(main, "Inputs").tolist()
         outputs = _vector(main, "Outputs").tolist()
