@@ -35,6 +35,8 @@ class Dataset:
     source: str = "data"
     class_names: list[str] | None = None
     split_given: bool = False
+    task: str | None = None  # what the labels were read as (edgekit.tasks); None without labels
+    preprocessing: str | None = None  # how a folder's files became numbers, said in reports
 
     @property
     def has_labels(self) -> bool:
@@ -56,19 +58,24 @@ class Dataset:
         return (self.x_test, self.y_test) if self.split_given else self.all_samples()
 
 
-def load_dataset(path, input_shape=None, *, output_shape=None, keep_int8: bool = False) -> Dataset:
+def load_dataset(path, input_shape=None, *, output_shape=None, keep_int8: bool = False, task: str | None = None,
+                 last_activation: str | None = None, input_range=None) -> Dataset:
     """Read a data file or folder, refusing anything malformed in one line.
 
     input_shape (one sample, no batch): check and fit the samples to it. output_shape (one sample of the model's
-    output): check that the labels are classes of that output (range, one-hot width). keep_int8: int8 samples
-    are already quantized (profile): kept as int8 instead of turned into float32.
+    output): check that the labels are classes of that output (range, one-hot width), or targets of its shape
+    for a regression model. task (edgekit.tasks; None: detected from the model's output, its last activation and
+    the labels) says how labels are read. keep_int8: int8 samples are already quantized (profile): kept as int8
+    instead of turned into float32. input_range (low, high): what a folder's pixels 0..255 map to (default 0, 1).
     """
     path = Path(path)
     if not path.exists():
         raise EdgekitError(f"data not found: {path}")
     class_names = None
+    preprocessing = None
     if path.is_dir():
-        x, y, class_names = _load_folder(path, input_shape)
+        low, high = input_range if input_range is not None else DEFAULT_INPUT_RANGE
+        x, y, class_names, preprocessing = _load_folder(path, input_shape, (low, high))
         arrays = {"x": x, "y": y}
     else:
         size = check_input_file(path, "data file", MAX_DATA_BYTES)
@@ -79,8 +86,14 @@ def load_dataset(path, input_shape=None, *, output_shape=None, keep_int8: bool =
         else:
             raise EdgekitError(f"{path} is not a data file; expected .npz, .npy or a folder of images or .wav files")
 
+    if task is None and any(arrays.get(k) is not None for k in ("y", "y_train", "y_test")):
+        from edgekit.tasks import detect_task
+
+        labels = next(arrays[k] for k in ("y", "y_test", "y_train") if arrays.get(k) is not None)
+        task = detect_task(input_shape, output_shape, np.asarray(labels), last_activation)
+
     def checked(x, y, what):
-        return _checked(x, y, input_shape, what, output_shape=output_shape, keep_int8=keep_int8)
+        return _checked(x, y, input_shape, what, output_shape=output_shape, keep_int8=keep_int8, task=task)
 
     if "x_train" in arrays:
         x_train, y_train = checked(arrays["x_train"], arrays.get("y_train"), f"{path.name}: x_train")
@@ -90,10 +103,12 @@ def load_dataset(path, input_shape=None, *, output_shape=None, keep_int8: bool =
                                f"{x_test.shape[1:]}; expected one sample shape")
         if (y_train is None) != (y_test is None):
             y_train = y_test = None  # labels on one side only cannot be used for a float/int8 comparison
-        return Dataset(x_train, y_train, x_test, y_test, source=str(path), split_given=True)
+        return Dataset(x_train, y_train, x_test, y_test, source=str(path), split_given=True,
+                       task=task if y_test is not None else None)
     x, y = checked(arrays["x"], arrays.get("y"), path.name)
     x_train, y_train, x_test, y_test = split(x, y)
-    return Dataset(x_train, y_train, x_test, y_test, source=str(path), class_names=class_names)
+    return Dataset(x_train, y_train, x_test, y_test, source=str(path), class_names=class_names,
+                   task=task if y is not None else None, preprocessing=preprocessing)
 
 
 def from_arrays(x, y=None, input_shape=None, *, x_test=None, y_test=None, source: str = "arrays",
@@ -246,7 +261,7 @@ def _load_npz(path: Path, size: int) -> dict:
 # -- samples and labels ------------------------------------------------------------------------------------------
 
 
-def _checked(x, y, input_shape, what: str, *, output_shape=None, keep_int8: bool = False):
+def _checked(x, y, input_shape, what: str, *, output_shape=None, keep_int8: bool = False, task=None):
     """Validate dtype and shape, fit a missing/extra channel axis of size 1, and return float32 x and int y."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiub" or x.dtype.fields is not None:
@@ -271,7 +286,12 @@ def _checked(x, y, input_shape, what: str, *, output_shape=None, keep_int8: bool
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise EdgekitError(f"{what} contains NaN or infinite values; expected finite numbers")
     if y is not None:
-        y = _labels(y, len(x), what, output_shape)
+        if task in ("regression", "reconstruction", "multilabel"):
+            from edgekit.tasks import prepare_targets
+
+            y = prepare_targets(task, y, len(x), output_shape, what)
+        else:
+            y = _labels(y, len(x), what, output_shape)
     return x, y
 
 
@@ -286,8 +306,8 @@ def _classes(output_shape) -> int | None:
 def _labels(y, count: int, what: str, output_shape) -> np.ndarray:
     """Class labels as int64 [N], from class indices or one-hot rows; anything else is refused in one line.
 
-    Float labels that are not classes (values of the output's shape: regression or reconstruction targets) are
-    refused for now rather than misread as classes; the models issue will give them their own path.
+    Float labels that are not classes (values of the output's shape) are refused rather than misread as classes:
+    a regression model reads them as targets (edgekit.tasks), detected or stated with --task regression.
     """
     y = np.asarray(y)
     if y.dtype.kind not in "biuf" or y.dtype.fields is not None:
@@ -307,8 +327,8 @@ def _labels(y, count: int, what: str, output_shape) -> np.ndarray:
         one_hot = bool(np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
         if not one_hot:
             raise EdgekitError(f"{what}: labels of shape {tuple(y.shape[1:])} per sample are not one-hot rows (each "
-                               "non-negative, summing to 1); regression or reconstruction targets are not "
-                               f"supported yet: expected {expected}, or no labels")
+                               "non-negative, summing to 1) and the model is a classifier; expected {expected}, or no "
+                               "labels (--task regression reads them as targets)")
         if classes is not None and per_sample[0] != classes:
             raise EdgekitError(f"{what}: one-hot labels of width {per_sample[0]}, but the model's output has "
                                f"{classes} classes; expected {expected}")
@@ -316,8 +336,9 @@ def _labels(y, count: int, what: str, output_shape) -> np.ndarray:
     y = y.reshape(count)
     if y.dtype.kind == "f" and not np.all(y == np.round(y)):
         example = y[np.argmax(y != np.round(y))]
-        raise EdgekitError(f"{what}: labels are not whole numbers (e.g. {example:g}); regression targets are not "
-                           f"supported yet: expected {expected}, or no labels")
+        raise EdgekitError(f"{what}: labels are not whole numbers (e.g. {example:g}) and the model is a "
+                           f"classifier; expected {expected}, or no labels (--task regression reads them as "
+                           "targets)")
     if y.dtype.kind == "f" and np.abs(y).max() >= 2 ** 53:
         raise EdgekitError(f"{what}: labels up to {np.abs(y).max():g}; expected {expected}")
     _check_class_range(y, classes, output_shape, what)
@@ -339,7 +360,26 @@ def _squeezed(shape) -> tuple:
     return tuple(d for d in shape if d != 1)
 
 
-def _load_folder(path: Path, input_shape):
+DEFAULT_INPUT_RANGE = (0.0, 1.0)
+
+
+def parse_input_range(text) -> tuple[float, float] | None:
+    """"-1,1" -> (-1.0, 1.0): what image pixels 0..255 become (audio is always PCM in [-1, 1])."""
+    if text is None:
+        return None
+    parts = str(text).split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise EdgekitError(f"--input-range is {text!r}; expected two numbers LOW,HIGH such as 0,1 or -1,1",
+                           kind="usage") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise EdgekitError(f"--input-range is {text!r}; expected finite LOW < HIGH such as 0,1 or -1,1",
+                           kind="usage")
+    return low, high
+
+
+def _load_folder(path: Path, input_shape, input_range=DEFAULT_INPUT_RANGE):
     """Files directly in the folder (no labels) or in one sub-folder per class (labels = sorted folder names)."""
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | AUDIO_SUFFIXES)
     if not files:
@@ -350,18 +390,23 @@ def _load_folder(path: Path, input_shape):
     audio = kinds.pop()
     classes = sorted({p.parent.relative_to(path).parts[0] for p in files if p.parent != path})
     labelled = bool(classes) and all(p.parent != path for p in files)
-    read = _read_wav if audio else _read_image
+    low, high = input_range
     samples = []
     for p in files:
         check_input_file(p, "data file", MAX_DATA_BYTES)
-        samples.append(read(p, input_shape))
+        if audio:
+            samples.append(_read_wav(p, input_shape))
+        else:
+            samples.append(low + (high - low) * _read_image(p, input_shape))
+    preprocessing = ("WAV PCM scaled to [-1, 1], mono, padded or trimmed to the input size" if audio else
+                     f"images resized to the input (bilinear), pixels 0..255 scaled to [{low:g}, {high:g}]")
     shapes = {s.shape for s in samples}
     if len(shapes) > 1:
         raise EdgekitError(f"{path}: samples have different shapes {sorted(shapes)[:3]}; expected one shape "
                            "(give the model's input shape so that they can be resized)")
     x = np.stack(samples)
     y = np.array([classes.index(p.relative_to(path).parts[0]) for p in files]) if labelled else None
-    return x, y, classes if labelled else None
+    return x, y, classes if labelled else None, preprocessing
 
 
 def _read_image(path: Path, input_shape):

@@ -76,7 +76,13 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
     graph = load_tflite(build.model_path)
     tin, tout = graph.input_tensors()[0], graph.output_tensors()[0]
     out_shape = tuple(int(d) for d in tout.shape)
-    inputs, labels = _inputs(tin, data, runs, seed, out_shape[1:] if len(out_shape) > 1 else out_shape)
+    from edgekit.tasks import detect_task, graph_last_activation
+
+    activation = graph_last_activation(graph)
+    inputs, labels, model_task = _inputs(tin, data, runs, seed, out_shape[1:] if len(out_shape) > 1 else out_shape,
+                                         activation)
+    in_shape = tuple(int(d) for d in tin.shape)
+    model_task = model_task or detect_task(in_shape[1:], out_shape[1:], None, activation)
     runs = runs or (min(len(inputs), MAX_DATA_SAMPLES) if data is not None else DEFAULT_RUNS)
 
     from edgekit.reference import run_reference
@@ -139,7 +145,7 @@ def profile_build(build_dir, runs: int | None = None, data=None, port: str | Non
             layer_validation = fetch_and_compare(build, graph, device, inputs[:used], float_inputs,
                                                  progress=progress)
 
-    report = _report(build, info, memory, records, reference, labels, tout)
+    report = _report(build, info, memory, records, reference, labels, tout, model_task)
     report["deterministic"] = deterministic
     report["data"] = str(data) if data is not None else "random int8"
     if keep_outputs:
@@ -306,7 +312,7 @@ def _runs_per_input(runs: int, inputs: int) -> list[int]:
 # -- inputs ---------------------------------------------------------------------------------------------------
 
 
-def _inputs(tin, data, runs, seed, output_shape=None):
+def _inputs(tin, data, runs, seed, output_shape=None, last_activation=None):
     """(int8 inputs [S, ...], labels or None): quantized from --data, or random over the int8 range.
 
     --data is read by edgekit.data like every other command's: the file's test split if it has one, else all its
@@ -322,9 +328,10 @@ def _inputs(tin, data, runs, seed, output_shape=None):
         if info is None:
             raise EdgekitError(f"the model's input is {dtype.name}; profile needs an integer (int8) model")
         rng = np.random.default_rng(seed)
-        return rng.integers(info.min, info.max + 1, size=(count, *shape), dtype=dtype), None
+        return rng.integers(info.min, info.max + 1, size=(count, *shape), dtype=dtype), None, None
     sample_shape = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
-    dataset = load_dataset(data, input_shape=sample_shape, output_shape=output_shape, keep_int8=dtype == np.int8)
+    dataset = load_dataset(data, input_shape=sample_shape, output_shape=output_shape, keep_int8=dtype == np.int8,
+                           last_activation=last_activation)
     x, y = dataset.evaluation_samples()
     x = x.reshape(len(x), *shape)
     if x.dtype != dtype:
@@ -334,7 +341,7 @@ def _inputs(tin, data, runs, seed, output_shape=None):
             raise EdgekitError("the model's input has no quantization scale; expected a fully int8 model")
         info = np.iinfo(dtype)
         x = np.clip(np.round(x.astype(np.float64) / scale) + zero_point, info.min, info.max).astype(dtype)
-    return x, y
+    return x, y, dataset.task
 
 
 # -- the report -----------------------------------------------------------------------------------------------
@@ -345,7 +352,7 @@ def _stats(values) -> dict:
     return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
 
 
-def _report(build, info, memory, records, reference, labels, tout) -> dict:
+def _report(build, info, memory, records, reference, labels, tout, task="classification") -> dict:
     board = build.board
     tps = _ticks_per_second(info, board)
     ticks = np.array([r["ticks"] for r in records], dtype=np.float64)
@@ -371,7 +378,7 @@ def _report(build, info, memory, records, reference, labels, tout) -> dict:
     report["arena_reserved_bytes"] = memory.get("arena")
     report["stack_bytes"] = memory.get("stack") or None
     report["flash_bytes"] = _flash_bytes(build)
-    report.update(_validation(records, reference, labels, tout))
+    report.update(_validation(records, reference, labels, tout, task))
     report["layers"] = _layers(records, tps, board.emulated)
     if untimed:
         report["layers"] = [{**row, "ticks": None, "us": None} for row in report["layers"]]
@@ -414,8 +421,10 @@ def _macs(build) -> int | None:
     return sum(row["macs"] for row in layers(load_tflite(build.model_path))) or None
 
 
-def _validation(records, reference, labels, tout) -> dict:
+def _validation(records, reference, labels, tout, task="classification") -> dict:
     """Device vs TFLite Micro on the same inputs, and vs the labels when given (ST validate's metrics)."""
+    from edgekit.tasks import CLASS_TASKS, agreement, task_metrics
+
     device = np.stack([r["output"].reshape(-1) for r in records]).astype(np.int64)
     ref = np.stack([reference[r["sample"]].reshape(-1) for r in records]).astype(np.int64)
     scale = float(tout.scale[0]) if len(tout.scale) else 1.0
@@ -434,15 +443,18 @@ def _validation(records, reference, labels, tout) -> dict:
         "rmse": float(np.sqrt(np.mean(diff ** 2))),
         "mae": float(np.mean(np.abs(diff))),
         "l2r": float(np.linalg.norm(diff) / ref_norm) if ref_norm else float(np.linalg.norm(diff)),
-        "top1_agreement": float(np.mean(device.argmax(axis=1) == ref.argmax(axis=1))),
+        "task": task,
+        "top1_agreement": agreement(task, r, d),  # None for regression and reconstruction: no top-1 there
     }
+    result["accuracy"] = None
     if labels is not None:
         samples = np.array([r["sample"] for r in records])
         truth = labels[samples]
-        result["accuracy"] = float(np.mean(device.argmax(axis=1) == truth))
-        result["reference_accuracy"] = float(np.mean(ref.argmax(axis=1) == truth))
-    else:
-        result["accuracy"] = None
+        device_metrics, reference_metrics = task_metrics(task, d, truth), task_metrics(task, r, truth)
+        result["task_metrics"] = {"device": device_metrics, "reference": reference_metrics}
+        if task in CLASS_TASKS:
+            result["accuracy"] = device_metrics.get("accuracy")
+            result["reference_accuracy"] = reference_metrics.get("accuracy")
     return result
 
 

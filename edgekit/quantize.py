@@ -96,21 +96,28 @@ def dequantize_array(q: np.ndarray, details: dict) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def compare_outputs(reference: np.ndarray, candidate: np.ndarray, y=None) -> dict:
-    """Accuracy (with labels), top-1 agreement, cosine similarity and RMSE of candidate vs reference outputs."""
+def compare_outputs(reference: np.ndarray, candidate: np.ndarray, y=None, task: str = "classification",
+                    x=None) -> dict:
+    """Candidate (int8) vs reference (float) outputs: top-1 agreement (for the tasks that have a top-1), cosine
+    similarity, RMSE; with labels, the accuracy of each (classification tasks); always the task's own metrics
+    for each side (`task_metrics`: recall, RMSE/MAE/R², reconstruction error, AUC)."""
+    from edgekit.tasks import CLASS_TASKS, agreement, task_metrics
+
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     cand = candidate.reshape(len(candidate), -1).astype(np.float64)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.where(norms > 0, norms, 1), 1.0)
     metrics = {
-        "top1_agreement": float(np.mean(_top1(ref) == _top1(cand))),
+        "task": task,
+        "top1_agreement": agreement(task, ref, cand),
+        "task_metrics": {"float": task_metrics(task, ref, y, x), "int8": task_metrics(task, cand, y, x)},
         "cosine_similarity": float(np.mean(cosine)),
         "rmse": float(np.sqrt(np.mean((ref - cand) ** 2))),
         "max_abs_error": float(np.max(np.abs(ref - cand))),
     }
-    if y is not None:
-        metrics["reference_accuracy"] = accuracy(reference, y)
-        metrics["candidate_accuracy"] = accuracy(candidate, y)
+    if y is not None and task in CLASS_TASKS:
+        metrics["reference_accuracy"] = metrics["task_metrics"]["float"].get("accuracy")
+        metrics["candidate_accuracy"] = metrics["task_metrics"]["int8"].get("accuracy")
     return metrics
 
 
@@ -143,7 +150,8 @@ def evaluate_tflite(tflite_bytes: bytes, x: np.ndarray, y=None, reference_output
 
 def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
              eval_samples: int | None = DEFAULT_EVAL_SAMPLES, per_layer: bool = True,
-             quiet: bool = False, per_channel: bool = True) -> QuantizeResult:
+             quiet: bool = False, per_channel: bool = True, task: str | None = None,
+             input_range=None) -> QuantizeResult:
     """Quantize to a fully int8 .tflite and report float vs int8 on held-out data.
 
     model_or_path: a path (.keras, .h5, SavedModel folder, .tflite), a LoadedModel or a Keras model.
@@ -164,14 +172,17 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
     if not per_channel and loaded.framework == "tflite":
         raise EdgekitError(f"{loaded.name} is a .tflite: per-tensor weights (per_channel off) need the Keras model")
     if kind == "float_ends":
-        return _quantize_float_ends(loaded, dataset, eval_samples, quiet)
+        return _quantize_float_ends(loaded, dataset, eval_samples, quiet, task, input_range)
     if kind == "weight_only":
         info(f"note: {loaded.name} has int8 weights but float activations (weight-only quantization): its weights "
              "are dequantized to float, then the whole model is quantized to int8", quiet)
     if dataset is None:
         raise EdgekitError(f"{loaded.name} has float activations: calibration data is needed to quantize them "
                            "(--data: .npz, .npy or a folder of samples)")
-    data = _dataset_for(loaded, dataset)
+    from edgekit.tasks import check_task
+
+    data = _dataset_for(loaded, dataset, check_task(task), input_range)
+    model_task = _task_of(loaded, data, task)
     calibration = representative_subset(data.x_train, calibration_samples)
     _check_calibration_range(calibration, data.source)
     x_test, y_test = _eval_subset(data.x_test, data.y_test, eval_samples)
@@ -211,8 +222,9 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
                 layers = keras_layers
 
     report = _report(loaded, method, graph, float_bytes, int8_bytes, len(calibration),
-                     compare_outputs(float_out, int8_out, y_test), y_test is not None, len(x_test))
+                     compare_outputs(float_out, int8_out, y_test, model_task, x_test), y_test is not None, len(x_test))
     report.update({
+        "preprocessing": data.preprocessing,
         "layers": layers,
         # local: each int8 op vs its float twin fed the same inputs (TF's QuantizationDebugger);
         # cumulative: each int8 tensor vs the same-named tensor of the float model run end to end
@@ -253,7 +265,27 @@ def _loaded(model_or_path):
     return load_model(model_or_path)
 
 
-def _dataset_for(loaded, dataset):
+def last_activation(loaded) -> str | None:
+    from edgekit.tasks import graph_last_activation, keras_last_activation
+
+    if loaded.framework == "tflite":
+        from edgekit.tflite_model import parse_tflite
+
+        return graph_last_activation(parse_tflite(loaded.model, loaded.name))
+    if loaded.framework in ("keras3", "tf_keras"):
+        return keras_last_activation(loaded.model)
+    return None
+
+
+def _task_of(loaded, data, task):
+    """The user's --task, else what the labels were read as, else what the model's output says."""
+    from edgekit.tasks import detect_task
+
+    return task or data.task or detect_task(tuple(loaded.input_shape), loaded.output_shape, None,
+                                            last_activation(loaded))
+
+
+def _dataset_for(loaded, dataset, task=None, input_range=None):
     """The Dataset (read from a path if needed), checked against the model's input shape."""
     from edgekit.data import Dataset, check_labels, load_dataset
 
@@ -261,9 +293,11 @@ def _dataset_for(loaded, dataset):
     output_shape = loaded.output_shape
     if isinstance(dataset, Dataset):
         data = dataset
-        check_labels(data, output_shape)
+        if (task or data.task) in (None, "classification", "binary"):
+            check_labels(data, output_shape)
     else:
-        data = load_dataset(dataset, input_shape=shape, output_shape=output_shape)
+        data = load_dataset(dataset, input_shape=shape, output_shape=output_shape, task=task,
+                            last_activation=last_activation(loaded), input_range=input_range)
     if data.sample_shape != shape:
         raise EdgekitError(f"data has samples of shape {data.sample_shape} but the model expects input of shape "
                            f"{shape}")
@@ -279,7 +313,7 @@ def _eval_subset(x, y, eval_samples):
 def _report(loaded, method, graph, float_bytes, int8_bytes, calibration_samples, metrics, labels, eval_samples):
     """The report keys every quantization shares; metrics is compare_outputs(...) or None without data."""
     metrics = dict(metrics or {key: None for key in ("top1_agreement", "cosine_similarity", "rmse",
-                                                        "max_abs_error")})
+                                                        "max_abs_error", "task", "task_metrics")})
     float_acc, int8_acc = metrics.pop("reference_accuracy", None), metrics.pop("candidate_accuracy", None)
     inp, out = graph.input_tensors()[0], graph.output_tensors()[0]
     return {
@@ -306,7 +340,7 @@ def _report(loaded, method, graph, float_bytes, int8_bytes, calibration_samples,
 REMOVED_FLOAT_IO = "removed float QUANTIZE/DEQUANTIZE ends (already int8 inside, no calibration)"
 
 
-def _quantize_float_ends(loaded, dataset, eval_samples, quiet) -> QuantizeResult:
+def _quantize_float_ends(loaded, dataset, eval_samples, quiet, task=None, input_range=None) -> QuantizeResult:
     """An int8 model with float ends: cut the ends off; with data, check the outputs did not move."""
     from edgekit.console import info
 
@@ -317,9 +351,10 @@ def _quantize_float_ends(loaded, dataset, eval_samples, quiet) -> QuantizeResult
          "(input and output are now int8, with the scales they had)", quiet)
     metrics, labels, count = None, False, 0
     if dataset is not None:
-        data = _dataset_for(loaded, dataset)
+        data = _dataset_for(loaded, dataset, task, input_range)
         x, y = _eval_subset(*data.all_samples(), eval_samples)  # nothing is calibrated: every sample evaluates
-        metrics = compare_outputs(run_tflite(float_bytes, x), run_tflite(int8_bytes, x), y)
+        metrics = compare_outputs(run_tflite(float_bytes, x), run_tflite(int8_bytes, x), y,
+                                  _task_of(loaded, data, task), x)
         labels, count = y is not None, len(x)
     report = _report(loaded, REMOVED_FLOAT_IO, graph, float_bytes, int8_bytes, 0, metrics, labels, count)
     report.update({"layers": None, "layer_error": None, "worst_layers": None})

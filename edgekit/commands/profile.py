@@ -71,7 +71,9 @@ def print_report(report: dict) -> None:
     console.print(table("Memory (bytes)", ["", "value"], memory))
     check = [["max |diff| (int8 steps)", report["max_abs_diff"]], ["cosine", report["cosine"]],
              ["rmse", report["rmse"]], ["mae", report["mae"]], ["l2r", report["l2r"]],
-             ["top-1 agreement", f"{report['top1_agreement']:.1%}"], ["deterministic", report["deterministic"]]]
+             ["deterministic", report["deterministic"]]]
+    if report.get("top1_agreement") is not None:
+        check.insert(5, ["top-1 agreement", f"{report['top1_agreement']:.1%}"])
     if report.get("accuracy") is not None:
         check += [["accuracy (device)", f"{report['accuracy']:.1%}"],
                   ["accuracy (reference)", f"{report['reference_accuracy']:.1%}"]]

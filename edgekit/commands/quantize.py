@@ -6,6 +6,7 @@ import click
 
 from edgekit.console import fmt, info, json_option, print_json, stdout_console, table
 from edgekit.quantize import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_EVAL_SAMPLES
+from edgekit.tasks import TASKS
 
 
 @click.command("quantize")
@@ -25,8 +26,13 @@ from edgekit.quantize import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_EVAL_SAMPLES
 @click.option("--variant", type=click.Choice(["fp16", "dynamic", "int8", "int8-float-io"]), default="int8",
               show_default=True, help="int8 (fully int8, for microcontrollers, NPUs and DSPs) or a LiteRT variant "
                                       "for phones and Linux boards: fp16, dynamic (int8 weights), int8-float-io.")
+@click.option("--task", type=click.Choice(TASKS), default=None,
+              help="What the model does, which sets how labels are read and the metrics reported (default: "
+                   "detected from the model's output and the labels).")
+@click.option("--input-range", default=None, metavar="LOW,HIGH",
+              help="What image pixels 0..255 of a --data folder become (default 0,1; MobileNet: -1,1).")
 @json_option
-def command(model, data, output, calibration_samples, eval_samples, plot, variant, as_json):
+def command(model, data, output, calibration_samples, eval_samples, plot, variant, task, input_range, as_json):
     """Quantize MODEL (.keras, .h5, SavedModel folder or float .tflite) to a fully int8 .tflite.
 
     int8 weights per channel, int8 activations, int8 input and output, batch fixed to 1. The report compares the
@@ -34,9 +40,11 @@ def command(model, data, output, calibration_samples, eval_samples, plot, varian
     with float input/output (QUANTIZE/DEQUANTIZE at its ends) only loses those ops; no calibration needed. One
     with int8 weights but float activations (weight-only) gets float weights back, then is quantized.
     """
+    from edgekit.data import parse_input_range
     from edgekit.fileio import atomic_write_bytes, check_output_file
     from edgekit.quantize import quantize
 
+    input_range = parse_input_range(input_range)
     suffix = variant.replace("-", "_")
     output = output or Path(f"{model.stem if model.suffix else model.name}_{suffix}.tflite")
     check_output_file(output, inputs=(model, data))  # before minutes of work, not after
@@ -52,7 +60,7 @@ def command(model, data, output, calibration_samples, eval_samples, plot, varian
         check_path(plot)
         check_output_file(plot, inputs=(model, data, output))
     result = quantize(model, data, calibration_samples=calibration_samples, eval_samples=eval_samples,
-                      quiet=as_json)
+                      quiet=as_json, task=task, input_range=input_range)
     report = dict(result.report, output_path=str(output))
     if plot is not None:
         plot_layers(report, plot)
@@ -75,10 +83,12 @@ def _print_report(r: dict) -> None:
     if r["labels"] and r["float_accuracy"] is not None:
         rows.append(["accuracy", _percent(r["float_accuracy"]), _percent(r["int8_accuracy"])])
     if r["eval_samples"]:
+        rows += task_rows(r.get("task"), r.get("task_metrics"))
+        if r["top1_agreement"] is not None:
+            rows.append(["top-1 agreement", None, _percent(r["top1_agreement"])])
         rows += [
-            ["top-1 agreement", None, _percent(r["top1_agreement"])],
             ["cosine similarity of outputs", None, f"{r['cosine_similarity']:.5f}"],
-            ["RMSE of outputs", None, fmt(r["rmse"])],
+            ["RMSE of outputs (int8 vs float)", None, fmt(r["rmse"])],
         ]
     rows += [
         ["model bytes", r["float_bytes"], r["int8_bytes"]],
@@ -98,6 +108,22 @@ def _print_report(r: dict) -> None:
                 for l in r["worst_layers"]]
         console.print(table("Layers with the largest quantization error (lowest SQNR)",
                             ["#", "Keras layer", "op", "output tensor", "SQNR dB"], rows, right_align_from=4))
+
+
+def task_rows(task, metrics) -> list:
+    """[label, float, int8] rows of the task's own metrics (accuracy is printed apart, as before)."""
+    if not task or not metrics:
+        return []
+    f, q = metrics.get("float") or {}, metrics.get("int8") or {}
+    rows = [["task", task, None]]
+    if "recall" in f:
+        for key in f["recall"]:
+            rows.append([f"recall, class {key}", _percent(f["recall"][key]), _percent(q["recall"].get(key))])
+    for key, label in (("rmse", "RMSE vs targets"), ("mae", "MAE vs targets"), ("r2", "R²"),
+                       ("reconstruction_mse", "reconstruction error (MSE)"), ("auc", "anomaly AUC")):
+        if key in f:
+            rows.append([label, fmt(f[key]), fmt(q.get(key))])
+    return rows
 
 
 def _short(name: str, width: int = 70) -> str:
