@@ -107,6 +107,29 @@ def _is_parameter(graph: Graph, op, tensor: int) -> bool:
     return op.opcode in MAC_OPS or t.dtype not in ("int32", "int64")
 
 
+def counts(graph: Graph, plan=None, keras_names=None) -> dict:
+    """MACs, parameters and activation RAM of a graph: the one count every command reports (analyze, optimize
+    before and after each step, profile's MACs per instruction). `native_arena_bytes` is what the native backend
+    really reserves (its in-place-aware planner, edgekit.codegen.native_plan), None when it cannot run the graph.
+    """
+    plan = plan or plan_activations(graph)
+    rows = layers(graph, plan, keras_names)
+    parameter_tensors = {i for op in graph.operators for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)}
+    return {"macs": sum(r["macs"] for r in rows), "other_ops": sum(r["other_ops"] for r in rows),
+            "params": sum(graph.tensors[i].size for i in parameter_tensors),
+            "peak_activation_bytes": plan.peak_bytes, "native_arena_bytes": native_arena(graph), "rows": rows}
+
+
+def native_arena(graph: Graph) -> int | None:
+    """The native backend's arena for this graph, from its own planner; None when it does not run the graph."""
+    from edgekit.codegen.native import native_arena_bytes
+
+    try:
+        return native_arena_bytes(graph, preserve_input=True)  # as edgekit build: the input survives inference
+    except EdgekitError:
+        return None
+
+
 def layers(graph: Graph, plan=None, keras_names=None) -> list[dict]:
     """One row per operator: op, its Keras layer, output shape, parameters, MACs, other ops, activation bytes."""
     from edgekit.layer_names import operator_layers
@@ -351,11 +374,11 @@ def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -
         if folded:
             notes.append(f"before native codegen: {'; '.join(folded)}")
     plan = plan_activations(graph)
-    rows = layers(graph, plan, keras_names)
+    counted = counts(graph, plan, keras_names)
+    rows = counted["rows"]
     constants = [t for t in graph.tensors if t.is_constant]
     weights_bytes = sum(t.nbytes for t in constants)
-    parameter_tensors = {i for op in graph.operators for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)}
-    params = sum(graph.tensors[i].size for i in parameter_tensors)
+    params = counted["params"]
 
     tflm_error = None
     try:
@@ -379,7 +402,9 @@ def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -
         scratch = _kernel_scratch(graph, board)
     ram_runtime = {b: board.runtime_ram_estimate(b) if board is not None else 0 for b in BACKENDS}
     flash_runtime = {b: board.runtime_flash_estimate(b) if board is not None else 0 for b in BACKENDS}
-    arena_by_backend = {"tflm": tflm_arena_target, "native": plan.peak_bytes}
+    native_arena_bytes = counted["native_arena_bytes"]
+    arena_by_backend = {"tflm": tflm_arena_target,
+                        "native": plan.peak_bytes if native_arena_bytes is None else native_arena_bytes}
     scratch_by_backend = {"tflm": scratch, "native": 0}
     ram_by_backend = {b: None if arena_by_backend[b] is None else
                       arena_by_backend[b] + scratch_by_backend[b] + ram_runtime[b] for b in BACKENDS}
@@ -402,6 +427,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -
         "weights_bytes": weights_bytes,
         "model_bytes": len(graph.model_bytes),
         "peak_activation_bytes": plan.peak_bytes,
+        "native_arena_bytes": native_arena_bytes,
         "tflm_arena_bytes": arena["total_bytes"] if arena else None,
         "tflm_arena_bytes_32bit": arena["total_bytes_32bit"] if arena else None,
         "tflm_arena": arena,

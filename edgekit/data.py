@@ -43,7 +43,10 @@ class Dataset:
         return self.y_test is not None
 
     @property
-    def sample_shape(self) -> tuple[int, ...]:
+    def sample_shape(self):
+        """One sample's shape; a list of them for a multi-input model (x arrays are then lists, one per input)."""
+        if isinstance(self.x_train, list):
+            return [tuple(x.shape[1:]) for x in self.x_train]
         return tuple(self.x_train.shape[1:])
 
     def all_samples(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -51,6 +54,8 @@ class Dataset:
         if self.x_train is self.x_test:
             return self.x_test, self.y_test
         y = None if self.y_test is None else np.concatenate([self.y_train, self.y_test])
+        if isinstance(self.x_train, list):
+            return [np.concatenate([a, b]) for a, b in zip(self.x_train, self.x_test)], y
         return np.concatenate([self.x_train, self.x_test]), y
 
     def evaluation_samples(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -109,6 +114,77 @@ def load_dataset(path, input_shape=None, *, output_shape=None, keep_int8: bool =
     x_train, y_train, x_test, y_test = split(x, y)
     return Dataset(x_train, y_train, x_test, y_test, source=str(path), class_names=class_names,
                    task=task if y is not None else None, preprocessing=preprocessing)
+
+
+def load_multi_input(path, input_names, input_shapes, *, output_shape=None, task=None,
+                     last_activation=None) -> Dataset:
+    """An .npz for a model of several inputs: one array per input, keyed by the input's name or x0, x1, ...
+    (in the model's input order), all with the same number of samples; labels y (or y0: the first output's).
+
+    The samples are split once, with the same shuffle for every input, so that sample i of each input stays
+    together. Every missing or inconsistent array is a one-line error naming the key expected.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"data not found: {path}")
+    if path.is_dir() or path.suffix.lower() != ".npz":
+        raise EdgekitError(f"{path}: a model with {len(input_names)} inputs needs an .npz with one array per "
+                           f"input (keys {', '.join(repr(n) for n in input_names)} or "
+                           f"{', '.join(f'x{i}' for i in range(len(input_names)))})")
+    size = check_input_file(path, "data file", MAX_DATA_BYTES)
+    arrays = _load_npz_members(path, size)
+    xs = []
+    for i, (name, shape) in enumerate(zip(input_names, input_shapes)):
+        key = name if name in arrays else f"x{i}" if f"x{i}" in arrays else None
+        if key is None:
+            raise EdgekitError(f"{path.name} has no array for input {i} '{name}'; expected a key {name!r} or "
+                               f"'x{i}' (it holds {sorted(arrays)})")
+        xs.append((key, arrays[key], shape))
+    counts = {key: len(x) if np.ndim(x) else 0 for key, x, _ in xs}
+    if len(set(counts.values())) > 1:
+        raise EdgekitError(f"{path.name}: the inputs have different numbers of samples ({counts}); expected one "
+                           "sample of every input per row")
+    y = arrays.get("y", arrays.get("y0"))
+    if y is not None and task is None:
+        from edgekit.tasks import detect_task
+
+        task = detect_task(None, output_shape, np.asarray(y), last_activation)
+    checked = []
+    for index, (key, x, shape) in enumerate(xs):
+        x, labels = _checked(x, y if index == 0 else None, shape, f"{path.name}: {key}", output_shape=output_shape,
+                             task=task)
+        checked.append(x)
+        if index == 0:
+            y = labels
+    n = len(checked[0])
+    order = np.arange(n)
+    if n >= 5:
+        order = np.random.default_rng(0).permutation(n)
+        cut = n - max(1, int(round(n * TEST_FRACTION)))
+        train, test = order[:cut], order[cut:]
+    else:
+        train = test = order
+    return Dataset([x[train] for x in checked], None if y is None else y[train], [x[test] for x in checked],
+                   None if y is None else y[test], source=str(path), task=task if y is not None else None)
+
+
+def _load_npz_members(path: Path, size: int) -> dict:
+    """Every array of an .npz, each header checked before reading (as _load_npz does for the usual keys)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, ValueError, EOFError) as error:
+        raise EdgekitError(f"{path} is not an .npz archive ({_reason(error)}); expected a file written by "
+                           "numpy.savez") from None
+    except OSError as error:
+        raise io_error(path, error) from None
+    with archive:
+        names = sorted(info.filename[:-4] for info in archive.infolist() if info.filename.endswith(".npy"))
+    if not names:
+        raise EdgekitError(f"{path} holds no arrays; expected one per input (x0, x1, ...)")
+    arrays = {}
+    for name in names:
+        arrays.update(_load_npz(path, size, only=name))
+    return arrays
 
 
 def from_arrays(x, y=None, input_shape=None, *, x_test=None, y_test=None, source: str = "arrays",
@@ -205,8 +281,9 @@ def _load_npy(path: Path, size: int) -> np.ndarray:
                            "numpy.save") from None
 
 
-def _load_npz(path: Path, size: int) -> dict:
-    """The arrays edgekit uses from an .npz (x[, y] or x_train/y_train/x_test/y_test), each checked first."""
+def _load_npz(path: Path, size: int, only: str | None = None) -> dict:
+    """The arrays edgekit uses from an .npz (x[, y] or x_train/y_train/x_test/y_test), each checked first;
+    `only`: just that member, under its own name."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, ValueError, EOFError) as error:
@@ -217,7 +294,9 @@ def _load_npz(path: Path, size: int) -> dict:
     with archive:
         members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
         keys = set(members)
-        if {"x_train", "x_test"} <= keys:
+        if only is not None:
+            wanted = [only]
+        elif {"x_train", "x_test"} <= keys:
             wanted = [k for k in ("x_train", "y_train", "x_test", "y_test") if k in keys]
         elif "x" in keys:
             wanted = [k for k in ("x", "y") if k in keys]
@@ -251,6 +330,8 @@ def _load_npz(path: Path, size: int) -> dict:
             except Exception as error:  # zipfile/zlib/numpy raise BadZipFile, zlib.error, ValueError, EOFError...
                 raise EdgekitError(f"{where} is truncated or corrupted ({_reason(error)}); expected a complete "
                                    "file written by numpy.savez") from None
+    if only is not None:
+        return arrays
     if {"x_train", "x_test"} <= set(arrays):
         return {k: arrays.get(k) for k in ("x_train", "y_train", "x_test", "y_test")}
     if "x" in arrays:

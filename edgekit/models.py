@@ -95,6 +95,9 @@ class LoadedModel:
 
     def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Float outputs of the first model output, as a numpy array with the batch dimension first."""
+        if isinstance(x, (list, tuple)):  # a multi-input Keras model: one array per input
+            x = [np.asarray(a, dtype=np.float32) for a in x]
+            return np.asarray(_first_output(self.model.predict(x, batch_size=batch_size, verbose=0)))
         x = np.asarray(x, dtype=np.float32)
         if self.framework == "tflite":
             from edgekit.quantize import run_tflite
@@ -326,14 +329,13 @@ def _tf_keras():
 
 
 def _check_single_input(loaded: LoadedModel) -> None:
-    if loaded.framework in ("keras3", "tf_keras") and len(loaded.model.inputs) != 1:
-        raise EdgekitError(f"{loaded.name} has {len(loaded.model.inputs)} inputs; edgekit handles single-input models")
+    """Every input of a fixed shape (a Keras model may have several; a SavedModel signature one)."""
     if loaded.framework == "tflite":
         return
-    shape = loaded.input_shape
-    if any(d is None for d in shape):
-        raise EdgekitError(f"{loaded.name} has an input of shape {_shape_text(shape)} with an unknown dimension; "
-                           "expected a fixed input shape (set it in keras.Input(shape=...))")
+    for shape in loaded.input_shapes:
+        if any(d is None for d in shape):
+            raise EdgekitError(f"{loaded.name} has an input of shape {_shape_text(shape)} with an unknown "
+                               "dimension; expected a fixed input shape (set it in keras.Input(shape=...))")
 
 
 def _shape_text(shape) -> str:

@@ -65,6 +65,8 @@ def run_tflite(tflite_bytes: bytes, x: np.ndarray) -> np.ndarray:
     device would be fed.
     """
     interpreter = _interpreter(tflite_bytes)
+    if isinstance(x, (list, tuple)):
+        return _run_multi_input(interpreter, x)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     x = np.asarray(x, dtype=np.float32)
@@ -77,6 +79,36 @@ def run_tflite(tflite_bytes: bytes, x: np.ndarray) -> np.ndarray:
         interpreter.invoke()
         results.append(dequantize_array(interpreter.get_tensor(out["index"]), out)[0])
     return np.stack(results)
+
+
+def _run_multi_input(interpreter, xs) -> np.ndarray:
+    """Several inputs, in the model's input order (the converter keeps the traced function's argument order)."""
+    inputs = interpreter.get_input_details()
+    out = interpreter.get_output_details()[0]
+    if len(inputs) != len(xs):
+        raise EdgekitError(f"data has {len(xs)} inputs but the model takes {len(inputs)}")
+    for inp, x in zip(inputs, xs):
+        if tuple(x.shape[1:]) != tuple(inp["shape"][1:]):
+            raise EdgekitError(f"data has samples of shape {tuple(x.shape[1:])} for input '{inp['name']}' but the "
+                               f"model expects {tuple(inp['shape'][1:])}")
+    results = []
+    for i in range(len(xs[0])):
+        for inp, x in zip(inputs, xs):
+            interpreter.set_tensor(inp["index"], quantize_array(np.asarray(x[i:i + 1], np.float32), inp))
+        interpreter.invoke()
+        results.append(dequantize_array(interpreter.get_tensor(out["index"]), out)[0])
+    return np.stack(results)
+
+
+def _samples_of(calibration, i: int) -> list:
+    """Sample i of every input, each with its batch axis: what a representative dataset yields."""
+    if isinstance(calibration, (list, tuple)):
+        return [a[i][None] for a in calibration]
+    return [calibration[i][None]]
+
+
+def _count(x) -> int:
+    return len(x[0]) if isinstance(x, (list, tuple)) else len(x)
 
 
 def quantize_array(x: np.ndarray, details: dict) -> np.ndarray:
@@ -221,8 +253,9 @@ def quantize(model_or_path, dataset=None, *, calibration_samples: int = DEFAULT_
             else:
                 layers = keras_layers
 
-    report = _report(loaded, method, graph, float_bytes, int8_bytes, len(calibration),
-                     compare_outputs(float_out, int8_out, y_test, model_task, x_test), y_test is not None, len(x_test))
+    report = _report(loaded, method, graph, float_bytes, int8_bytes, _count(calibration),
+                     compare_outputs(float_out, int8_out, y_test, model_task, x_test), y_test is not None,
+                     _count(x_test))
     report.update({
         "preprocessing": data.preprocessing,
         "layers": layers,
@@ -289,8 +322,18 @@ def _dataset_for(loaded, dataset, task=None, input_range=None):
     """The Dataset (read from a path if needed), checked against the model's input shape."""
     from edgekit.data import Dataset, check_labels, load_dataset
 
-    shape = tuple(loaded.input_shape)
     output_shape = loaded.output_shape
+    if len(loaded.input_shapes) > 1:
+        from edgekit.data import load_multi_input
+
+        data = dataset if isinstance(dataset, Dataset) else load_multi_input(
+            dataset, loaded.input_names, loaded.input_shapes, output_shape=output_shape, task=task,
+            last_activation=last_activation(loaded))
+        if data.sample_shape != [tuple(s) for s in loaded.input_shapes]:
+            raise EdgekitError(f"data has samples of shapes {data.sample_shape} but the model expects inputs of "
+                               f"shapes {[tuple(s) for s in loaded.input_shapes]}")
+        return data
+    shape = tuple(loaded.input_shape)
     if isinstance(dataset, Dataset):
         data = dataset
         if (task or data.task) in (None, "classification", "binary"):
@@ -305,8 +348,8 @@ def _dataset_for(loaded, dataset, task=None, input_range=None):
 
 
 def _eval_subset(x, y, eval_samples):
-    if eval_samples is not None and len(x) > eval_samples:
-        return x[:eval_samples], None if y is None else y[:eval_samples]
+    if eval_samples is not None and _count(x) > eval_samples:
+        return _first(x, eval_samples), None if y is None else y[:eval_samples]
     return x, y
 
 
@@ -333,6 +376,8 @@ def _report(loaded, method, graph, float_bytes, int8_bytes, calibration_samples,
         "size_ratio": len(float_bytes) / len(int8_bytes),
         "input": _tensor_info(inp),
         "output": _tensor_info(out),
+        "inputs": [_tensor_info(t) for t in graph.input_tensors()],
+        "outputs": [_tensor_info(t) for t in graph.output_tensors()],
         "ops": graph.opcodes,
     }
 
@@ -362,10 +407,12 @@ def _quantize_float_ends(loaded, dataset, eval_samples, quiet, task=None, input_
 
 
 def representative_subset(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """n samples spread over the whole training set (a fixed shuffle), not just its first rows."""
-    if len(x) <= n:
+    """n samples spread over the whole training set (a fixed shuffle), not just its first rows (the same rows of
+    every input of a multi-input model)."""
+    if _count(x) <= n:
         return x
-    return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+    rows = np.sort(np.random.default_rng(seed).choice(_count(x), n, replace=False))
+    return [a[rows] for a in x] if isinstance(x, (list, tuple)) else x[rows]
 
 
 def _tensor_info(t) -> dict:
@@ -448,7 +495,8 @@ def dequantize_weights(tflite_bytes: bytes, name: str = "model") -> bytes:
 
 def _check_calibration_range(x: np.ndarray, source: str) -> None:
     """Refuse finite but absurd calibration data (3e38 everywhere gave an input scale of 1e36 and inf inside)."""
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    arrays = x if isinstance(x, (list, tuple)) else [x]
+    peak = max((float(np.max(np.abs(a))) if a.size else 0.0) for a in arrays)
     if peak > MAX_ABS_CALIBRATION_VALUE:
         raise EdgekitError(f"calibration data {source} has values up to {peak:.3g}; expected magnitudes of at most "
                            f"{MAX_ABS_CALIBRATION_VALUE:.0e} (float32 arithmetic overflows beyond), as the model "
@@ -506,7 +554,7 @@ def _converter(frozen, calibration=None, per_channel: bool = True):
         converter._experimental_disable_per_channel = True
     if calibration is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
+        converter.representative_dataset = lambda: (_samples_of(calibration, i) for i in range(_count(calibration)))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
@@ -747,7 +795,7 @@ def _layer_errors_debugger(frozen, calibration, x_debug) -> list[dict] | None:
             "signal_power": lambda f, q, s, zp: float(np.mean([
                 np.mean(np.square((np.asarray(a, np.float64) - zp) * s)) for a in q])),
         })
-    dataset = lambda: ([sample[None]] for sample in x_debug)
+    dataset = lambda: (_samples_of(x_debug, i) for i in range(_count(x_debug)))
     with _native_stderr_captured():
         try:
             debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset,

@@ -165,7 +165,8 @@ def test_native_build_in_qemu_matches_the_reference(int8_model_path, tmp_path, n
     done, _ = _edgekit("profile", out, "--runs", 3, "--json", "--plot", tmp_path / "layers.png", timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["max_abs_diff"] == 0 and report["top1_agreement"] == 1.0
+    assert report["max_abs_diff"] == 0
+    assert report["top1_agreement"] == (1.0 if name == "kws" else None)  # AD is an autoencoder: no top-1
     assert report["emulated"] and "emulated" in report["latency_kind"]
     ins = report["instructions"]
     assert 0 < ins["min"] <= ins["median"] <= ins["max"] < 1.01 * ins["min"]  # -icount makes runs repeatable

@@ -628,6 +628,19 @@ def _tensor_info(graph: Graph, index: int, plan: MemoryPlan) -> dict:
             "zero_point": zp, "offset": plan.offset_of(index), "shape": list(t.shape), "dtype": t.dtype}
 
 
+def native_arena_bytes(graph: Graph, preserve_input: bool = False) -> int:
+    """The arena generate_native_model would reserve, without writing anything (analyze reports it)."""
+    from edgekit.codegen.native_plan import overlap_hints
+
+    check_native_support(graph)
+    plan = plan_activations(graph, overlaps=overlap_hints(graph), keep_inputs=preserve_input)
+    lowering = _Lowering(graph, plan)
+    for op in graph.operators:
+        if not (op.opcode in VIEW_OPS and op.outputs[0] in plan.aliases):
+            lowering.lower(op, 0)
+    return max(lowering.scratch_offset + lowering.scratch_bytes if lowering.scratch_bytes else plan.peak_bytes, 16)
+
+
 def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
                           preserve_input: bool = False) -> NativeModel:
     """Write model.c, model.h, the kernel library and the contract headers into out_dir (atomically).

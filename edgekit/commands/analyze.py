@@ -27,8 +27,10 @@ def _show(report: dict) -> None:
         ["other ops", fmt(report["other_ops"]), "pooling, add, softmax... (one per element touched)"],
         ["parameters", fmt(report["params"]), f"{_kib(report['weights_bytes'])} of constant tensors"],
         ["model file", _kib(report["model_bytes"]), ""],
-        ["peak activations", _kib(report["peak_activation_bytes"]),
-         "lifetime-based plan (the native backend's arena)"],
+        ["peak activations", _kib(report["peak_activation_bytes"]), "lifetime-based plan (no in-place reuse)"],
+        ["native arena", _kib(report["native_arena_bytes"]) if report.get("native_arena_bytes") else "-",
+         "the native backend's planner (in place where kernels allow): what a build reserves"
+         if report.get("native_arena_bytes") else "the native backend does not run this model"],
     ]
     if arena:
         totals.append(["TFLM arena (host)", _kib(arena["total_bytes"]),

@@ -138,6 +138,9 @@ def measure(model, dataset, reference_outputs=None, int8: bool = True) -> dict:
     figures["int8"] = int8_figures(model, dataset) if int8 and _has_data(dataset) else None
     if figures["int8"] is not None:
         figures["int8"].pop("tflite_bytes")
+        figures["keras_params"] = figures["params"]  # Keras' count_params (BatchNorm statistics included)
+        figures["params"] = figures["int8"].pop("params")  # the graph's count: what analyze prints
+        figures["macs"] = figures["int8"].pop("macs")
     return figures
 
 

@@ -1,8 +1,9 @@
 """What a model costs and how well it does: parameters, MACs, accuracy, and the int8 numbers a device sees.
 
-MACs use the same definition as the TFLite analyzer (edgekit.analyze): for Conv2D, DepthwiseConv2D and Dense,
-output elements x kernel elements x input channels per group, so the numbers before and after optimize line up
-with the ones `edgekit analyze` prints for the quantized model.
+MACs and parameters come from edgekit.analyze.counts on the quantized graph whenever there is data to quantize
+with (the same count analyze, build and profile print); without data, layer_macs counts the Keras layers with the
+same definition (output elements x kernel elements x input channels per group; a transposed convolution's input
+elements x kernel elements x filters).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def _shape(tensor_or_shape):
 def layer_macs(layer) -> int:
     """Multiply-accumulates of one layer per inference (0 for layers without a kernel)."""
     kind = type(layer).__name__
+    if kind in ("Conv1DTranspose", "Conv2DTranspose"):  # every input element meets the whole kernel, per filter
+        return int(np.prod(_shape(layer.input)[1:])) * int(np.prod(layer.kernel_size)) * int(layer.filters)
     if kind not in ("Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D", "Dense", "SeparableConv2D"):
         return 0
     out_shape = _shape(layer.output)[1:]
@@ -133,8 +136,12 @@ def int8_figures(model, dataset, calibration_samples: int = 100) -> dict | None:
 
     result = quantize(model, dataset, calibration_samples=calibration_samples, eval_samples=None,
                       per_layer=False, quiet=True)
+    from edgekit.analyze import counts
+
     data = result.tflite_bytes
     graph = parse_tflite(data, "optimized")
+    counted = counts(graph, plan_activations(graph))
     return {"flash_bytes": len(data), "zlib_bytes": len(zlib.compress(data, 9)),
-            "activation_bytes": int(plan_activations(graph).peak_bytes),
+            "activation_bytes": int(counted["peak_activation_bytes"]),
+            "macs": counted["macs"], "params": counted["params"],  # edgekit.analyze's count, as every command
             "accuracy": result.report.get("int8_accuracy"), "tflite_bytes": data}
