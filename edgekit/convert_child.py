@@ -22,6 +22,18 @@ import numpy as np
 from edgekit.errors import EdgekitError
 
 CHILD_TIMEOUT_S = 3600.0
+# The child imports this very edgekit package (by its folder), not whichever one an editable install or the
+# child's working folder would find first.
+_CHILD_CODE = (
+    "import importlib.util, sys\n"
+    "package = sys.argv[1]\n"
+    "spec = importlib.util.spec_from_file_location('edgekit', package + '/__init__.py',"
+    " submodule_search_locations=[package])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "sys.modules['edgekit'] = module\n"
+    "spec.loader.exec_module(module)\n"
+    "from edgekit.convert_child import main\n"
+    "sys.exit(main(sys.argv[2]))\n")
 _ADDR_NO_RANDOMIZE = 0x0040000
 
 
@@ -87,15 +99,14 @@ def convert_keras(loaded, calibration, x_debug=None, per_channel: bool = True) -
         _save_samples(folder / "calibration.npz", calibration)
         if x_debug is not None:
             _save_samples(folder / "debug.npz", x_debug)
-        (folder / "request.json").write_text(json.dumps({"model": str(model_file), "name": loaded.name,
-                                                           "per_channel": per_channel}))
+        (folder / "request.json").write_text(json.dumps({
+            "model": str(model_file), "name": loaded.name, "per_channel": per_channel,
+            "modules": _custom_modules(loaded), "sys_path": [p for p in sys.path if p]}))
         env = dict(os.environ, PYTHONHASHSEED="0", TF_CPP_MIN_LOG_LEVEL="2")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parent.parent),
-                                                        env.get("PYTHONPATH")] if p)
         with _no_aslr():
             try:
-                done = run_tied([sys.executable, "-m", "edgekit.convert_child", str(folder)], capture_output=True,
-                                timeout=CHILD_TIMEOUT_S)
+                done = run_tied([sys.executable, "-c", _CHILD_CODE, str(Path(__file__).resolve().parent),
+                                 str(folder)], capture_output=True, timeout=CHILD_TIMEOUT_S, env=env)
             except Exception as error:  # subprocess.TimeoutExpired, OSError
                 raise EdgekitError(f"the TFLite converter did not finish converting {loaded.name}: "
                                    f"{type(error).__name__}: {error}") from None
@@ -109,6 +120,16 @@ def convert_keras(loaded, calibration, x_debug=None, per_channel: bool = True) -
         return (folder / "float.tflite").read_bytes(), (folder / "int8.tflite").read_bytes(), layers
 
 
+def _custom_modules(loaded) -> list[str]:
+    """Modules defining the model's non-Keras layers: the child imports them so that its Keras can rebuild them."""
+    if loaded.framework not in ("keras3", "tf_keras"):
+        return []
+    from edgekit.recurrent import _layers
+
+    modules = {type(layer).__module__ for layer in _layers(loaded.model)}
+    return sorted(m for m in modules if m.split(".")[0] not in ("keras", "tf_keras", "tensorflow", "builtins"))
+
+
 def _crash_line(name: str, returncode: int, stderr: bytes) -> str:
     if returncode < 0:
         try:
@@ -119,7 +140,8 @@ def _crash_line(name: str, returncode: int, stderr: bytes) -> str:
     else:
         how = f"failed (exit status {returncode})"
     lines = [l.strip() for l in stderr.decode("utf-8", "replace").splitlines() if l.strip()]
-    last = next((l for l in reversed(lines) if "Error" in l or "error" in l), lines[-1] if lines else "")
+    telling = ("Fatal Python error", "Check failed", "Error:", "error:")  # not TensorFlow's CUDA/oneDNN chatter
+    last = next((l for l in reversed(lines) if any(k in l for k in telling) and "cuda" not in l.lower()), "")
     detail = f": {last[:200]}" if last else ""
     return (f"the TFLite converter {how} while quantizing {name}{detail}; expected a model whose layers the "
             "converter supports (nothing was written)")
@@ -142,6 +164,12 @@ def main(folder: str) -> int:
         from edgekit.models import load_model
 
         request = json.loads((folder / "request.json").read_text())
+        sys.path[:0] = [p for p in request.get("sys_path", []) if p not in sys.path]  # the parent's, first
+        for module in request.get("modules", []):
+            try:
+                __import__(module)
+            except Exception:
+                pass  # Keras names the layer it cannot rebuild
         loaded = load_model(request["model"])
         loaded.name = request["name"]
         calibration = _load_samples(folder / "calibration.npz")

@@ -116,3 +116,20 @@ def test_recurrent_models_run_bit_exact_on_tflite_micro(recurrent_models, tmp_pa
     report = profile_build(out, data=tmp_path / "x.npz")
     assert report["max_abs_diff"] == 0 and report["top1_agreement"] == 1.0
     assert report["task"] == "classification" and report["accuracy"] is not None
+
+
+def test_a_converter_crash_is_one_line_and_writes_nothing(tmp_path):
+    """A real segfault: a layer whose while-loop passes its input through (tensorflow/tensorflow#75140)."""
+    import keras
+
+    from edgekit.data import from_arrays
+    from edgekit.errors import EdgekitError
+    from edgekit.quantize import quantize
+    from tests.while_layer import WhileLoop
+
+    model = keras.Sequential([keras.Input((8,)), WhileLoop(), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    with pytest.raises(EdgekitError) as error:
+        quantize(model, from_arrays(x, input_shape=(8,)), calibration_samples=20, quiet=True)
+    message = str(error.value)
+    assert message.startswith("the TFLite converter crashed (SIGSEGV) while quantizing") and "\n" not in message
