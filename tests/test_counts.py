@@ -6,14 +6,11 @@ convolution had no MACs: 70,560 against analyze's 141,120 on the issue's model);
 users judge it, by reconstruction error, through quantize -> build -> profile.
 """
 
-import json
-import os
 import shutil
 
 import numpy as np
 import pytest
 
-from edgekit.tflm_library import is_tree
 
 
 def _autoencoder():
@@ -82,16 +79,18 @@ def test_analyze_reports_the_native_arena_a_build_reserves(int8_model_path, tmp_
 
 
 @pytest.mark.slow
-def test_the_autoencoder_runs_bit_exact_on_tflite_micro(autoencoder, tmp_path):
+@pytest.mark.parametrize("board", ["host", pytest.param("mps2-an386", marks=pytest.mark.skipif(
+    not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
+    reason="qemu-system-arm / arm-none-eabi-gcc not installed"))])
+def test_the_autoencoder_runs_bit_exact_on_the_native_backend(autoencoder, tmp_path, board):
+    from edgekit.analyze import analyze
     from edgekit.build import build
     from edgekit.profile import profile_build
+    from edgekit.tflite_model import load_tflite
 
-    tree = os.environ.get("TFLM_DIR")
-    if not tree or not is_tree(tree):
-        pytest.skip("set TFLM_DIR to a TFLite Micro tree (TRANSPOSE_CONV is not a native kernel yet: the ops work "
-                    "adds it)")
     out = tmp_path / "b"
-    build(autoencoder["path"], "host", out, backend="tflm", tflm_dir=tree, quiet=True)
+    result = build(autoencoder["path"], board, out, backend="native", quiet=True)
+    assert result["manifest"]["arena_bytes"] == analyze(load_tflite(autoencoder["path"]))["native_arena_bytes"]
     np.savez(tmp_path / "x.npz", x=autoencoder["data"].x_test[:4])
     report = profile_build(out, data=tmp_path / "x.npz")
     assert report["max_abs_diff"] == 0 and report["task"] == "reconstruction"

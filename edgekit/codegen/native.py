@@ -628,17 +628,30 @@ def _tensor_info(graph: Graph, index: int, plan: MemoryPlan) -> dict:
             "zero_point": zp, "offset": plan.offset_of(index), "shape": list(t.shape), "dtype": t.dtype}
 
 
-def native_arena_bytes(graph: Graph, preserve_input: bool = False) -> int:
-    """The arena generate_native_model would reserve, without writing anything (analyze reports it)."""
+def _lowered(graph: Graph, preserve_input: bool):
+    """(canonicalization, plan, lowering, layers, arena bytes): what generate_native_model compiles and
+    reserves, shared with native_arena_bytes so that analyze's figure is the build's."""
+    from edgekit.codegen.canonical import canonicalize
     from edgekit.codegen.native_plan import overlap_hints
 
     check_native_support(graph)
+    canonical = canonicalize(graph)
+    graph = canonical.graph
     plan = plan_activations(graph, overlaps=overlap_hints(graph), keep_inputs=preserve_input)
     lowering = _Lowering(graph, plan)
+    layers: list[_Layer] = []
     for op in graph.operators:
-        if not (op.opcode in VIEW_OPS and op.outputs[0] in plan.aliases):
-            lowering.lower(op, 0)
-    return max(lowering.scratch_offset + lowering.scratch_bytes if lowering.scratch_bytes else plan.peak_bytes, 16)
+        if op.opcode in VIEW_OPS and op.outputs[0] in plan.aliases:
+            continue  # a view: same bytes, nothing to run
+        layers.append(lowering.lower(op, len(layers)))
+    arena_bytes = max(lowering.scratch_offset + lowering.scratch_bytes if lowering.scratch_bytes else plan.peak_bytes,
+                      16)
+    return canonical, plan, lowering, layers, arena_bytes
+
+
+def native_arena_bytes(graph: Graph, preserve_input: bool = False) -> int:
+    """The arena generate_native_model would reserve, without writing anything (analyze reports it)."""
+    return _lowered(graph, preserve_input)[4]
 
 
 def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
@@ -648,23 +661,9 @@ def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
     `preserve_input` keeps the input buffer intact across ek_model_invoke (a little more RAM); by default its
     bytes are reused once the first layers have read them, as TFLite Micro does.
     """
-    from edgekit.codegen.canonical import canonicalize
-    from edgekit.codegen.native_plan import overlap_hints
-
-    check_native_support(graph)
-    canonical = canonicalize(graph)
+    canonical, plan, lowering, layers, arena_bytes = _lowered(graph, preserve_input)
     graph = canonical.graph
     model_name = name or graph.name
-    hints = overlap_hints(graph)
-    plan = plan_activations(graph, overlaps=hints, keep_inputs=preserve_input)
-    lowering = _Lowering(graph, plan)
-    layers: list[_Layer] = []
-    for op in graph.operators:
-        if op.opcode in VIEW_OPS and op.outputs[0] in plan.aliases:
-            continue  # a view: same bytes, nothing to run
-        layers.append(lowering.lower(op, len(layers)))
-    arena_bytes = max(lowering.scratch_offset + lowering.scratch_bytes if lowering.scratch_bytes else plan.peak_bytes,
-                      16)
     context = {
         "model_name": model_name,
         "source": graph.name,
