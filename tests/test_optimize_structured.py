@@ -169,3 +169,48 @@ def test_mlperf_anomaly_detection_dense_stack(float_model_path):
     x = np.random.default_rng(0).random((8, 640)).astype("float32")
     units = _mlperf_check(model, x)
     assert [u for u in units if u["layers"] == ["dense_9"]][0]["kept"] == 640  # the reconstruction keeps its size
+
+
+def _unseen_bn_depthwise_cnn(seed: int = 0):
+    """A digits CNN none of the defaults were tuned on: convolution without bias, BatchNorm after every
+    convolution, a depthwise layer whose channels are tied to the stem's, a 1x1 expansion, Flatten and a hidden
+    Dense layer; trained in the test."""
+    import keras
+
+    from tests.digits import load_digits_split
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Conv2D(32, 1)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(32, 3, padding="same")(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Dense(32, activation="relu")(layers.Flatten()(x))
+    outputs = layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="unseen_bn_dw")
+    x_train, y_train, x_test, y_test = load_digits_split(0)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0)
+    return model, Dataset(x_train, y_train, x_test, y_test)
+
+
+@pytest.mark.slow
+def test_unseen_bn_depthwise_cnn_half_channels_no_flag_keeps_int8_accuracy():
+    """`--structured 0.5` and nothing else: the step's own fine-tuning brings int8 accuracy back within a point."""
+    from edgekit.optimize import steps_from_flags
+
+    model, data = _unseen_bn_depthwise_cnn()
+    steps = steps_from_flags(structured=0.5)
+    pruned, report = run_recipe(model, data, steps, quiet=True)
+    before, after = report["before"], report["after"]
+    assert report["steps"][0]["settings"]["epochs"] == 10  # the default, as on the command line
+    assert after["macs"] < 0.3 * before["macs"]  # half the channels of every layer: about a quarter of the MACs
+    dense_int8, pruned_int8 = 100 * before["int8"]["accuracy"], 100 * after["int8"]["accuracy"]
+    assert dense_int8 > 97, dense_int8
+    assert pruned_int8 >= dense_int8 - 1.0, (dense_int8, pruned_int8, report["steps"][0]["details"]["training"])
