@@ -801,12 +801,48 @@ EK_INLINE void ek_requant1(int32_t acc, const int32_t **rq, int32_t zp, int8_t *
 }
 #endif
 
+#if EK_MVE
+/* Four channels over `taps` taps: gathered inputs (blocked order) times the taps' weights, widened to 32 bits. */
+EK_INLINE int32x4_t ek_depthwise_mve(const int8_t *const *src, int32_t c, const int16_t *w, int32_t taps,
+                                     uint32x4_t lanes, int32x4_t acc) {
+  int32_t t;
+#pragma GCC unroll 9
+  for (t = 0; t < taps; t++) {
+    acc = vaddq_s32(acc, vmulq_s32(vldrbq_gather_offset_s32(src[t] + c, lanes), vldrhq_s32(w + 4 * t)));
+  }
+  return acc;
+}
+#endif
+
 static EK_HOT void ek_depthwise_pixel(const ek_conv_params_t *p, const int8_t *const *src, const ek_requant_t *q,
                                       int8_t *output) {
   const int32_t out_c = p->out_c, taps = p->k_h * p->k_w, mult_c = p->depth_multiplier, zp = q->out_zp;
   const int32_t *bias = p->bias, *rq = q->rq;
   const int16_t *w16 = p->weights;
   int32_t c, t;
+#if EK_MVE
+  if (mult_c == 1 && out_c % 4 == 0) { /* Helium: four channels per 32-bit vector, in the blocked (c, c+2, c+1, c+3)
+                                        * order, so inputs, biases and rq[] words are gathered in it and the
+                                        * outputs scattered back */
+    static const uint32_t order[4] = {0, 2, 1, 3}, words[4] = {0, 8, 4, 12};
+    const uint32x4_t lanes = vld1q_u32(order), rq_lanes = vld1q_u32(words);
+    const int32x4_t zero = vdupq_n_s32(0);
+    for (c = 0; c < out_c; c += 4, w16 += 4 * taps, rq += 16) {
+      int32x4_t acc = vldrwq_gather_shifted_offset_s32(bias + c, lanes), m, k, e, f, v;
+      acc = taps == 9 ? ek_depthwise_mve(src, c, w16, 9, lanes, acc) : ek_depthwise_mve(src, c, w16, taps, lanes, acc);
+      /* ek_rq2 lane by lane: VRMULH is SMMLAR without its accumulator, VSHL by -e the arithmetic right shift */
+      m = vldrwq_gather_shifted_offset_s32(rq, rq_lanes);
+      k = vldrwq_gather_shifted_offset_s32(rq + 1, rq_lanes);
+      e = vldrwq_gather_shifted_offset_s32(rq + 2, rq_lanes);
+      f = vldrwq_gather_shifted_offset_s32(rq + 3, rq_lanes);
+      v = vaddq_s32(vrmulhq_s32(acc, m), k);
+      v = vaddq_s32(v, vandq_s32(vshrq_n_s32(acc, 31), f));
+      v = vaddq_n_s32(vshlq_s32(v, vsubq_s32(zero, e)), zp);
+      v = vminq_s32(vmaxq_s32(v, vdupq_n_s32(-128)), vdupq_n_s32(127));
+      vstrbq_scatter_offset_s32(output + c, lanes, v);
+    }
+  } else
+#endif
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
   if (mult_c == 1 && out_c % 4 == 0 && taps == 9) { /* 3x3: every pointer steps on in the instructions that use it */
     const uint32_t *w = (const uint32_t *)(const void *)w16;
