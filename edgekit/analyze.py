@@ -117,17 +117,19 @@ def counts(graph: Graph, plan=None, keras_names=None) -> dict:
     parameter_tensors = {i for op in graph.operators for i in op.inputs if i >= 0 and _is_parameter(graph, op, i)}
     return {"macs": sum(r["macs"] for r in rows), "other_ops": sum(r["other_ops"] for r in rows),
             "params": sum(graph.tensors[i].size for i in parameter_tensors),
-            "peak_activation_bytes": plan.peak_bytes, "native_arena_bytes": native_arena(graph), "rows": rows}
+            "peak_activation_bytes": plan.peak_bytes, **native_footprint(graph), "rows": rows}
 
 
-def native_arena(graph: Graph) -> int | None:
-    """The native backend's arena for this graph, from its own planner; None when it does not run the graph."""
-    from edgekit.codegen.native import native_arena_bytes
+def native_footprint(graph: Graph) -> dict:
+    """The native backend's arena (its own planner) and constant bytes (its own weight layouts) for this graph;
+    None for both when it does not run the graph."""
+    from edgekit.codegen.native import native_footprint as footprint
 
     try:
-        return native_arena_bytes(graph, preserve_input=True)  # as edgekit build: the input survives inference
+        arena, constants = footprint(graph, preserve_input=True)  # as edgekit build: the input survives inference
     except EdgekitError:
-        return None
+        return {"native_arena_bytes": None, "native_constant_bytes": None}
+    return {"native_arena_bytes": arena, "native_constant_bytes": constants}
 
 
 def layers(graph: Graph, plan=None, keras_names=None) -> list[dict]:
@@ -408,9 +410,12 @@ def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -
     scratch_by_backend = {"tflm": scratch, "native": 0}
     ram_by_backend = {b: None if arena_by_backend[b] is None else
                       arena_by_backend[b] + scratch_by_backend[b] + ram_runtime[b] for b in BACKENDS}
-    # TFLite Micro reads the flatbuffer itself; the native backend compiles only the constant tensors into C.
+    # TFLite Micro reads the flatbuffer itself; the native backend compiles the constants into C, in its kernels'
+    # layouts (int16 where its SIMD loops read them so: up to twice the .tflite's weight bytes).
+    native_constants = counted.get("native_constant_bytes")
+    native_constants = weights_bytes if native_constants is None else native_constants
     flash_by_backend = {"tflm": len(graph.model_bytes) + flash_runtime["tflm"],
-                        "native": weights_bytes + flash_runtime["native"]}
+                        "native": native_constants + flash_runtime["native"]}
 
     report = {
         "model": graph.name,
@@ -428,6 +433,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -
         "model_bytes": len(graph.model_bytes),
         "peak_activation_bytes": plan.peak_bytes,
         "native_arena_bytes": native_arena_bytes,
+        "native_constant_bytes": counted.get("native_constant_bytes"),
         "tflm_arena_bytes": arena["total_bytes"] if arena else None,
         "tflm_arena_bytes_32bit": arena["total_bytes_32bit"] if arena else None,
         "tflm_arena": arena,
@@ -438,7 +444,7 @@ def analyze(graph: Graph, board=None, backend: str = "tflm", keras_names=None) -
                           "runtime_bytes": ram_runtime[backend]},
         "ram_needed_bytes_by_backend": ram_by_backend,
         "flash_bytes": flash_by_backend[backend],
-        "flash_breakdown": {"model_bytes": len(graph.model_bytes) if backend == "tflm" else weights_bytes,
+        "flash_breakdown": {"model_bytes": len(graph.model_bytes) if backend == "tflm" else native_constants,
                             "runtime_bytes": flash_runtime[backend]},
         "flash_bytes_by_backend": flash_by_backend,
         "board": None,

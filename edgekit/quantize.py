@@ -314,7 +314,8 @@ def _task_of(loaded, data, task):
     """The user's --task, else what the labels were read as, else what the model's output says."""
     from edgekit.tasks import detect_task
 
-    return task or data.task or detect_task(tuple(loaded.input_shape), loaded.output_shape, None,
+    labels = data.y_test if data.has_labels else None  # arrays given in memory (from_arrays) carry no task
+    return task or data.task or detect_task(tuple(loaded.input_shape), loaded.output_shape, labels,
                                             last_activation(loaded))
 
 

@@ -78,6 +78,21 @@ def test_analyze_reports_the_native_arena_a_build_reserves(int8_model_path, tmp_
     assert report["ram_breakdown"]["arena_bytes"] == report["native_arena_bytes"]
 
 
+def test_analyze_counts_the_native_constants_the_firmware_holds(int8_model_path, tmp_path):
+    """The native kernels keep convolution and fully connected weights pre-extended to int16: analyze counted the
+    .tflite's int8 bytes, half of what the firmware holds, so 'fits' could be wrong for flash."""
+    from edgekit.analyze import analyze
+    from edgekit.boards import load_board
+    from edgekit.codegen.native import generate_native_model
+    from edgekit.tflite_model import load_tflite
+
+    graph = load_tflite(int8_model_path("kws"))
+    report = analyze(graph, load_board("nucleo-l4r5zi"), "native")
+    written = generate_native_model(graph, tmp_path / "m", preserve_input=True)
+    assert report["flash_breakdown"]["model_bytes"] == written.weight_bytes > report["weights_bytes"]
+    assert report["flash_bytes"] == written.weight_bytes + report["flash_breakdown"]["runtime_bytes"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["host", pytest.param("mps2-an386", marks=pytest.mark.skipif(
     not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),

@@ -651,7 +651,15 @@ def _lowered(graph: Graph, preserve_input: bool):
 
 def native_arena_bytes(graph: Graph, preserve_input: bool = False) -> int:
     """The arena generate_native_model would reserve, without writing anything (analyze reports it)."""
-    return _lowered(graph, preserve_input)[4]
+    return native_footprint(graph, preserve_input)[0]
+
+
+def native_footprint(graph: Graph, preserve_input: bool = False) -> tuple[int, int]:
+    """(arena bytes, constant bytes in flash) of the model generate_native_model would write. The constants are
+    the kernels' own layouts (weights pre-extended to int16 where the SIMD loops read them so, per-channel
+    requantization tables), not the .tflite's int8 tensors: analyze counts what the firmware really holds."""
+    lowered = _lowered(graph, preserve_input)
+    return lowered[4], int(lowered[2].weight_bytes)
 
 
 def generate_native_model(graph: Graph, out_dir, *, name: str | None = None,
