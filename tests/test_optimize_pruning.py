@@ -59,7 +59,11 @@ def test_digits_80_percent_recovers_within_a_point_and_compresses(digits_cnn):
     training = report["steps"][0]["details"]["training"]
     assert training["metric"] == "accuracy" and training["epochs"] >= 6
     assert training["epochs"] <= training["max_epochs"] == 30
-    assert training["recovered"] or training["stopped"] == "no improvement"
+    # it ends for one of its documented reasons; the validation split is data the unpruned model fitted (its
+    # target is often 100%), so on some CPUs it trains to the cap while still improving: that is the contract too
+    assert training["recovered"] or training["stopped"] in ("no improvement", "max_epochs")
+    if training["stopped"] == "max_epochs":
+        assert training["epochs"] == training["max_epochs"] and training["best_epoch"] <= training["epochs"]
     assert after["value"] >= before["value"] - 0.01  # float accuracy
     assert after["int8"]["accuracy"] >= before["int8"]["accuracy"] - 0.01
     # zeros cost the same flash and MACs, but compress
