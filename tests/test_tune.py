@@ -42,7 +42,9 @@ def start(*args):
 
 
 def tune_args(out, *extra):
-    return ["tune", MODEL, "--data", DATA, "--board", "mps2-an386", "--max-ram", 6000, "-o", out, *CHEAP, *extra]
+    # a RAM budget the unpruned model misses (analysis: 3,456 B arena + 4,096 B runtime = 7,552 B) and the first
+    # seeded trial meets (structured 0.41: 6,552 B), so a study interrupted after any trial can meet it
+    return ["tune", MODEL, "--data", DATA, "--board", "mps2-an386", "--max-ram", 6600, "-o", out, *CHEAP, *extra]
 
 
 def dominated(a, b):
@@ -163,8 +165,8 @@ def test_interrupted_sqlite_study_resumes(tmp_path):
     assert numbers == sorted(set(numbers))
     # the best model and the recipe that rebuilds it
     assert document["met_budget"] and (out / "best.tflite").is_file() and (out / "edgekit.toml").is_file()
-    assert document["best"]["values"]["ram_bytes"] <= 6000
-    assert document["baseline"]["ram_bytes"] > 6000  # the unpruned model misses this budget
+    assert document["best"]["values"]["ram_bytes"] <= 6600
+    assert document["baseline"]["ram_bytes"] > 6600  # the unpruned model misses this budget
     from edgekit.recipe import load_recipe
 
     recipe = load_recipe(out / "edgekit.toml")
