@@ -132,7 +132,7 @@ def load_multi_input(path, input_names, input_shapes, *, output_shape=None, task
                            f"input (keys {', '.join(repr(n) for n in input_names)} or "
                            f"{', '.join(f'x{i}' for i in range(len(input_names)))})")
     size = check_input_file(path, "data file", MAX_DATA_BYTES)
-    arrays = _load_npz_members(path, size)
+    arrays = _load_npz(path, size, every=True)
     xs = []
     for i, (name, shape) in enumerate(zip(input_names, input_shapes)):
         key = name if name in arrays else f"x{i}" if f"x{i}" in arrays else None
@@ -166,25 +166,6 @@ def load_multi_input(path, input_names, input_shapes, *, output_shape=None, task
         train = test = order
     return Dataset([x[train] for x in checked], None if y is None else y[train], [x[test] for x in checked],
                    None if y is None else y[test], source=str(path), task=task if y is not None else None)
-
-
-def _load_npz_members(path: Path, size: int) -> dict:
-    """Every array of an .npz, each header checked before reading (as _load_npz does for the usual keys)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, ValueError, EOFError) as error:
-        raise EdgekitError(f"{path} is not an .npz archive ({_reason(error)}); expected a file written by "
-                           "numpy.savez") from None
-    except OSError as error:
-        raise io_error(path, error) from None
-    with archive:
-        names = sorted(info.filename[:-4] for info in archive.infolist() if info.filename.endswith(".npy"))
-    if not names:
-        raise EdgekitError(f"{path} holds no arrays; expected one per input (x0, x1, ...)")
-    arrays = {}
-    for name in names:
-        arrays.update(_load_npz(path, size, only=name))
-    return arrays
 
 
 def from_arrays(x, y=None, input_shape=None, *, x_test=None, y_test=None, source: str = "arrays",
@@ -281,9 +262,9 @@ def _load_npy(path: Path, size: int) -> np.ndarray:
                            "numpy.save") from None
 
 
-def _load_npz(path: Path, size: int, only: str | None = None) -> dict:
+def _load_npz(path: Path, size: int, every: bool = False) -> dict:
     """The arrays edgekit uses from an .npz (x[, y] or x_train/y_train/x_test/y_test), each checked first;
-    `only`: just that member, under its own name."""
+    `every`: all its arrays under their own names (a multi-input model's x0, x1, ... or input names)."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, ValueError, EOFError) as error:
@@ -294,8 +275,10 @@ def _load_npz(path: Path, size: int, only: str | None = None) -> dict:
     with archive:
         members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
         keys = set(members)
-        if only is not None:
-            wanted = [only]
+        if every:
+            wanted = sorted(keys)
+            if not wanted:
+                raise EdgekitError(f"{path} holds no arrays; expected one per input (x0, x1, ...)")
         elif {"x_train", "x_test"} <= keys:
             wanted = [k for k in ("x_train", "y_train", "x_test", "y_test") if k in keys]
         elif "x" in keys:
@@ -330,7 +313,7 @@ def _load_npz(path: Path, size: int, only: str | None = None) -> dict:
             except Exception as error:  # zipfile/zlib/numpy raise BadZipFile, zlib.error, ValueError, EOFError...
                 raise EdgekitError(f"{where} is truncated or corrupted ({_reason(error)}); expected a complete "
                                    "file written by numpy.savez") from None
-    if only is not None:
+    if every:
         return arrays
     if {"x_train", "x_test"} <= set(arrays):
         return {k: arrays.get(k) for k in ("x_train", "y_train", "x_test", "y_test")}
